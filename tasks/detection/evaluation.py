@@ -1,0 +1,178 @@
+"""COCO bbox evaluation through pycocotools, with the ground truth indexed once.
+
+`CocoEvaluator` is built once per validation set (the COCO index is created here, not every epoch) and
+scores lists of detections in the COCO results format.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from .dataset import CategoryMap
+
+# Order of COCOeval.stats for iouType="bbox".
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+
+class ResultsError(ValueError):
+    """Detections that cannot be scored against the ground truth (unknown image/category, bad box)."""
+
+
+def coco_from_dict(data: dict) -> COCO:
+    """Index a COCO dictionary in memory (pycocotools only offers loading from a file)."""
+    gt = COCO()
+    gt.dataset = {k: data[k] for k in ("images", "annotations", "categories")}
+    gt.dataset.setdefault("info", {})
+    for ann in gt.dataset["annotations"]:
+        if "area" not in ann:  # COCOeval's area ranges need it; COCO files normally carry it
+            ann["area"] = float(ann["bbox"][2] * ann["bbox"][3])
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+    return gt
+
+
+def detections_to_coco(
+    outputs: Sequence[dict], image_ids: Sequence[int], category_map: CategoryMap
+) -> list[dict]:
+    """torchvision detector outputs (xyxy boxes, contiguous labels) -> COCO results entries.
+
+    Args:
+        outputs: one dict per image with ``boxes`` (N x 4 xyxy), ``scores`` and ``labels`` tensors.
+        image_ids: the COCO image id of each output.
+        category_map: maps labels back to the dataset's category ids.
+    """
+    results = []
+    for out, image_id in zip(outputs, image_ids, strict=True):
+        boxes = out["boxes"].detach().float().cpu()
+        if boxes.numel() == 0:
+            continue
+        xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
+        for box, score, label in zip(xywh, out["scores"].tolist(), out["labels"].tolist(), strict=True):
+            results.append(
+                {
+                    "image_id": int(image_id),
+                    "category_id": category_map.to_cat_id(int(label)),
+                    "bbox": [round(v, 3) for v in box],
+                    "score": round(float(score), 5),
+                }
+            )
+    return results
+
+
+def validate_results(results: object, gt: COCO, source: str = "results") -> list[dict]:
+    """Check that detections refer to known images and categories and have finite boxes and scores."""
+    if not isinstance(results, list):
+        raise ResultsError(f"{source}: expected a JSON list of detections, got {type(results).__name__}")
+    image_ids, cat_ids = set(gt.getImgIds()), set(gt.getCatIds())
+    bad_images: set = set()
+    for i, det in enumerate(results):
+        if not isinstance(det, dict) or not {"image_id", "category_id", "bbox", "score"} <= det.keys():
+            raise ResultsError(f"{source}[{i}]: each detection needs image_id, category_id, bbox and score")
+        if det["image_id"] not in image_ids:
+            bad_images.add(det["image_id"])
+        if det["category_id"] not in cat_ids:
+            raise ResultsError(
+                f"{source}[{i}]: category_id {det['category_id']!r} is not in the ground truth "
+                f"categories {sorted(cat_ids)}"
+            )
+        values = list(det["bbox"]) + [det["score"]] if isinstance(det["bbox"], list | tuple) else []
+        if len(values) != 5 or not all(isinstance(v, int | float) and math.isfinite(v) for v in values):
+            raise ResultsError(
+                f"{source}[{i}]: bbox must be 4 finite numbers and score finite, got "
+                f"bbox={det['bbox']!r} score={det['score']!r}"
+            )
+    if bad_images:
+        shown = sorted(bad_images, key=str)[:10]
+        raise ResultsError(
+            f"{source}: {len(bad_images)} image id(s) are not in the ground truth, e.g. {shown}; "
+            "were the detections made on a different dataset or split?"
+        )
+    return results
+
+
+class CocoEvaluator:
+    """Scores detections with pycocotools' COCOeval (bbox).
+
+    Args:
+        gt: ground-truth COCO dictionary (already checked); indexed once here.
+    """
+
+    def __init__(self, gt: dict):
+        self.coco_gt = coco_from_dict(gt)
+        self.cat_names = {c["id"]: c["name"] for c in gt["categories"]}
+
+    def evaluate(
+        self, results: list[dict], *, source: str = "results"
+    ) -> tuple[dict[str, float], list[dict]]:
+        """Run COCOeval on detections in the COCO results format.
+
+        Returns:
+            (metrics: the 12 COCO numbers named as in `STAT_NAMES`, per-class rows with AP and AP50).
+        """
+        validate_results(results, self.coco_gt, source)
+        if not results:
+            # pycocotools cannot load an empty result list; no detections means AP 0 wherever there is GT.
+            return {name: 0.0 for name in STAT_NAMES}, [
+                {"category_id": cid, "name": name, "AP": 0.0, "AP50": 0.0}
+                for cid, name in self.cat_names.items()
+            ]
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_dt = self.coco_gt.loadRes([dict(r) for r in results])  # loadRes adds keys: work on copies
+            coco_eval = COCOeval(self.coco_gt, coco_dt, iouType="bbox")
+            coco_eval.evaluate()
+            coco_eval.accumulate()
+            coco_eval.summarize()
+        metrics = {name: float(v) for name, v in zip(STAT_NAMES, coco_eval.stats, strict=True)}
+        return metrics, per_class_ap(coco_eval, self.cat_names)
+
+
+def per_class_ap(coco_eval: COCOeval, cat_names: dict[int, str]) -> list[dict]:
+    """AP (IoU .50:.95) and AP50 per category from an accumulated COCOeval (area all, 100 detections).
+
+    Categories without ground truth get NaN (pycocotools marks them -1), matching COCOeval's own mean.
+    """
+    precision = coco_eval.eval["precision"]  # [iou, recall, category, area, max_dets]
+    rows = []
+    for k, cat_id in enumerate(coco_eval.params.catIds):
+        p_all = precision[:, :, k, 0, -1]
+        p_50 = precision[0, :, k, 0, -1]
+        ap = float(np.mean(p_all[p_all > -1])) if (p_all > -1).any() else float("nan")
+        ap50 = float(np.mean(p_50[p_50 > -1])) if (p_50 > -1).any() else float("nan")
+        rows.append(
+            {"category_id": cat_id, "name": cat_names.get(cat_id, str(cat_id)), "AP": ap, "AP50": ap50}
+        )
+    return rows
+
+
+def format_per_class_table(rows: list[dict]) -> str:
+    """Plain-text table of per-class AP for logs and reports."""
+    width = max([len("class")] + [len(r["name"]) for r in rows])
+    lines = [f"{'class':<{width}}  {'AP':>6}  {'AP50':>6}"]
+    for r in rows:
+        lines.append(f"{r['name']:<{width}}  {100 * r['AP']:6.2f}  {100 * r['AP50']:6.2f}")
+    return "\n".join(lines)
+
+
+def evaluate_results_file(
+    gt_file: str | Path, results_file: str | Path
+) -> tuple[dict[str, float], list[dict]]:
+    """Score a COCO results JSON file against a COCO ground-truth file."""
+    from .data_check import load_coco_json
+
+    gt = load_coco_json(gt_file)
+    try:
+        with open(results_file, encoding="utf-8") as f:
+            results = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ResultsError(f"{str(results_file)!r} is not valid JSON (line {e.lineno}: {e.msg})") from e
+    return CocoEvaluator(gt).evaluate(results, source=str(results_file))
