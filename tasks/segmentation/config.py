@@ -1,0 +1,106 @@
+"""Typed config of the segmentation task (sections model, data, aug, loss, eval on top of RunConfig)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tasks.engine.config import RunConfig
+
+
+@dataclass
+class SegModelConfig:
+    """U-Net on our backbone. Changing any of these makes old checkpoints incompatible (resume refuses)."""
+
+    arch: str = "resnet34"  # any backbones.create_backbone arch
+    weights: str | None = None  # backbone weights: torchvision/timm name, path or URL
+    in_chans: int = 3
+    num_classes: int = 2  # classes of the label map (binary mode: 2, class 1 is the foreground)
+    mode: str = "multiclass"  # binary | multiclass | multilabel
+    regions: list[list[int]] = field(default_factory=list)  # multilabel: one list of class ids per output
+    region_names: list[str] = field(default_factory=list)
+    encoder_depth: int = 5  # 3..5 backbone levels below the input resolution (stem=level 0 included)
+    decoder_channels: list[int] = field(default_factory=lambda: [256, 128, 64, 32, 16])
+    decoder_attention: str | None = None  # None | scse
+    decoder_norm: str = "batchnorm"  # batchnorm | instancenorm | groupnorm | identity
+    decoder_norm_groups: int = 8  # GroupNorm groups
+    deep_supervision: int = 0  # number of auxiliary heads on coarser decoder levels (0 = off)
+    frozen_stages: int = -1
+    norm_eval: bool = False
+    stem_type: str = "default"
+
+
+@dataclass
+class SegAugConfig:
+    """Joint image/mask augmentation (albumentations), training only."""
+
+    crop_size: list[int] = field(default_factory=lambda: [256, 256])  # [] = whole images (same size needed)
+    hflip: float = 0.5
+    vflip: float = 0.5
+    rotate90: float = 0.5
+    rotate_limit: float = 0.0  # degrees of random rotation (applied with probability rotate_p)
+    rotate_p: float = 0.0
+    elastic_p: float = 0.0
+    elastic_alpha: float = 30.0
+    elastic_sigma: float = 6.0
+    brightness_contrast_p: float = 0.2
+    brightness_limit: float = 0.2
+    contrast_limit: float = 0.2
+
+
+@dataclass
+class SegDataConfig:
+    """Where the data is and how to read it. With ``manifest`` set, dataset keys come from the manifest."""
+
+    root: str = ""
+    manifest: str = ""  # dataset.json-style file (relative to root); "" = use the keys below
+    format: str = "folder"  # folder | nifti
+    images_dir: str = "images"
+    masks_dir: str = "masks"
+    file_ending: str = ""
+    mask_suffix: str = ""
+    class_names: list[str] = field(default_factory=list)  # default: class0..class{C-1}
+    value_map: dict[int, int] = field(default_factory=dict)  # raw mask value -> class index (e.g. {255: 1})
+    case_pattern: str = ""  # regex on the stem; group 1 is the case/patient id (default: each image a case)
+    spacing: list[float] = field(default_factory=list)  # mm per pixel (row, col) for HD95 of 2D images
+    normalization: str = "minmax"  # imagenet | zscore | minmax | ct_window | none
+    ct_window: list[float] = field(default_factory=lambda: [40.0, 400.0])  # [center, width] in HU
+    val_fraction: float = 0.2
+    split_seed: int = 0
+    nifti_axis: int = 2  # axis of the volume along which 2D slices are taken
+    cache_volumes: int = 4  # NIfTI volumes kept decoded in memory per worker
+
+
+@dataclass
+class SegLossConfig:
+    """Loss from smp: sum of ``dice_weight`` * Dice and ``ce_weight`` * (cross-entropy or BCE or focal)."""
+
+    name: str = "dice_ce"  # dice_ce | dice_focal | ce | focal | dice
+    dice_weight: float = 1.0
+    ce_weight: float = 1.0
+    focal_gamma: float = 2.0
+    deep_supervision_decay: float = 0.5  # weight of aux head k (k=1 coarsest-but-one...) = decay**k
+
+
+@dataclass
+class SegEvalConfig:
+    """Validation / prediction settings."""
+
+    threshold: float = 0.5  # binary / multilabel probability threshold
+    empty_rule: str = "nan"  # nan | one (metrics when ground truth and prediction are both empty)
+    hd95: bool = True
+    background_class: int | None = 0  # left out of dice_mean (None: average all classes)
+    tile_size: list[int] = field(default_factory=list)  # [] = whole image (padded to stride); else sliding window
+    tile_overlap: float = 0.5
+    overlays: int = 4  # PNG overlays written per evaluation
+
+
+@dataclass
+class SegRunConfig(RunConfig):
+    """Complete segmentation run config (tools/train_seg.py)."""
+
+    model: SegModelConfig = field(default_factory=SegModelConfig)
+    data: SegDataConfig = field(default_factory=SegDataConfig)
+    aug: SegAugConfig = field(default_factory=SegAugConfig)
+    loss: SegLossConfig = field(default_factory=SegLossConfig)
+    eval: SegEvalConfig = field(default_factory=SegEvalConfig)
+    output_dir: str = "runs/segmentation"
