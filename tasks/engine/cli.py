@@ -1,0 +1,91 @@
+"""The command line shared by every tools/train_*.py: config + overrides + resume/weights/eval flags."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+import torch.distributed as dist
+
+from .checkpoint import CheckpointError
+from .config import ConfigError, load_config
+from .trainer import NonFiniteLossError, Trainer
+
+log = logging.getLogger("tasks.engine")
+
+
+def build_parser(description: str = "") -> argparse.ArgumentParser:
+    """The flags every training tool accepts (see docs/parts/readme_engine.md)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("config", help="YAML config file (may use _base_)")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=0.01 data.root=DIR")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="auto",
+        default=None,
+        metavar="PATH|auto",
+        help="resume model/optimizer/scheduler/scaler/EMA/epoch/RNG; bare flag = auto "
+        "(output_dir/checkpoints/last.pt if it exists)",
+    )
+    parser.add_argument("--weights", default=None, metavar="PATH", help="initialise the model only")
+    parser.add_argument("--eval-only", action="store_true", help="evaluate and exit (no training)")
+    parser.add_argument("--output-dir", default=None, help="run folder (overrides output_dir)")
+    parser.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (overrides device)")
+    return parser
+
+
+def _setup_logging() -> None:
+    rank = os.environ.get("RANK")
+    prefix = f"[rank {rank}] " if rank is not None and os.environ.get("WORLD_SIZE", "1") != "1" else ""
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(asctime)s {prefix}%(message)s", datefmt="%H:%M:%S", stream=sys.stderr
+    )
+    if rank not in (None, "0"):
+        logging.getLogger("tasks").setLevel(logging.WARNING)  # rank 0 speaks for the job
+
+
+def run_training_tool(
+    task_cls: type, config_cls: type, argv: list[str] | None = None, description: str = ""
+) -> int:
+    """Parse the shared flags, build the task and run training or evaluation.
+
+    Args:
+        task_cls: the Task subclass.
+        config_cls: its RunConfig subclass.
+        argv: command-line arguments (None: sys.argv[1:]).
+        description: help text for --help.
+
+    Returns:
+        Process exit code: 0 on success, 2 for bad config/data/checkpoints, 3 for a non-finite loss.
+    """
+    args = build_parser(description).parse_args(argv)
+    _setup_logging()
+    overrides = list(args.overrides)
+    if args.output_dir:
+        overrides.append(f"output_dir={args.output_dir}")
+    if args.device:
+        overrides.append(f"device={args.device}")
+    try:
+        cfg = load_config(args.config, overrides, config_cls)
+        task = task_cls(cfg)
+        trainer = Trainer(cfg, task, resume=args.resume, weights=args.weights)
+        result: Any = trainer.evaluate() if args.eval_only else trainer.fit()
+    except (ConfigError, CheckpointError, ValueError) as err:
+        log.error("error: %s", err)
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as err:
+        log.error("stopped: %s", err)
+        print(f"stopped: {err}", file=sys.stderr)
+        return 3
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    if os.environ.get("RANK", "0") == "0":
+        print(json.dumps(result, indent=2, default=str))
+    return 0

@@ -1,0 +1,309 @@
+"""Typed run configuration: YAML files with `_base_` inheritance and dotted `key=value` overrides.
+
+Every task config is a dataclass that subclasses :class:`RunConfig` and adds its own `model` and `data`
+dataclasses. Loading is strict: an unknown key is an error that suggests the closest valid key (a typo
+in a YAML file must never silently fall back to a default), and every value is checked against the field
+type before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+BASE_KEY = "_base_"
+
+
+class ConfigError(ValueError):
+    """A config file, key or value is invalid; the message names it and says what was expected."""
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and loop settings shared by every task (section `train:` of a config)."""
+
+    epochs: int = 10
+    batch_size: int = 16
+    num_workers: int = 2
+    optimizer: str = "sgd"  # sgd | adamw (no weight decay on norm and bias parameters)
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    scheduler: str = "cosine"  # cosine | step | multistep | constant
+    warmup_epochs: float = 0.0
+    warmup_lr_ratio: float = 0.001  # warmup starts at lr * warmup_lr_ratio
+    min_lr: float = 0.0  # cosine floor
+    step_size: int = 30  # epochs between decays for scheduler=step
+    milestones: list[int] = field(default_factory=list)  # epochs for scheduler=multistep
+    gamma: float = 0.1
+    amp: str = (
+        "auto"  # auto | off | bf16 | fp16 (auto: fp16 on CUDA, bf16 on CPUs with native bf16, else off)
+    )
+    channels_last: bool = False
+    grad_clip: float = 0.0  # max global grad norm; 0 disables
+    accum_steps: int = 1
+    ema: bool = False
+    ema_decay: float = 0.9998
+    best_metric: str = ""  # "" -> task.default_best_metric
+    best_mode: str = ""  # "" -> task.best_mode; else max | min
+    keep_top_k: int = 0
+    early_stop_patience: int = 0  # evaluations without improvement before stopping; 0 disables
+    seed: int = 0
+    deterministic: bool = False
+    sync_bn: bool = False
+    find_unused_parameters: bool = False  # DDP option for models with branches unused in some steps
+    eval_every: int = 1
+    log_every: int = 20
+    max_steps_per_epoch: int = 0  # optimizer steps per epoch; 0 = full epoch (small values for tests/demo)
+    checkpoint_every_steps: int = 0  # also write last.pt every N optimizer steps (mid-epoch resume)
+    tensorboard: bool = True  # log to TensorBoard when the package is installed
+
+
+@dataclass
+class RunConfig:
+    """Base of every task config: subclasses add `model` and `data` dataclass fields."""
+
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output_dir: str = "runs/task"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+
+
+# ----------------------------------------------------------------------------------------------- YAML
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML: {err}") from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    """Return `base` updated recursively by `update` (mappings merge, everything else replaces)."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_yaml_with_bases(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """Read a YAML file and merge its `_base_` files (a path or a list, relative to the file) under it.
+
+    Later bases override earlier ones; the file's own keys override all bases.
+    """
+    path = Path(path).resolve()
+    if path in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, path))
+        raise ConfigError(f"circular _base_ chain: {chain}")
+    data = _read_yaml(path)
+    bases = data.pop(BASE_KEY, [])
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{path}: {BASE_KEY} must be a path or a list of paths, got {bases!r}")
+    merged: dict = {}
+    for base in bases:
+        merged = deep_merge(merged, load_yaml_with_bases(path.parent / base, (*_seen, path)))
+    return deep_merge(merged, data)
+
+
+def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
+    """Apply dotted `a.b.c=value` overrides; values are parsed as YAML (`1e-3`, `true`, `[1, 2]`)."""
+    data = dict(data)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.lr=0.01)")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override {item!r} has an empty key part")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        parts = key.split(".")
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = {}
+            elif not isinstance(child, dict):
+                where = ".".join(parts[: depth + 1])
+                raise ConfigError(f"override {item!r}: {where} is a value, not a section")
+            node[part] = dict(child)
+            node = node[part]
+        node[parts[-1]] = value
+    return data
+
+
+# ----------------------------------------------------------------------------------- typed conversion
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    """Check `value` against the annotation `tp` and return it converted (int -> float, list -> tuple)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in args:
+            if option is type(None):
+                continue
+            try:
+                return _convert(value, option, where)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: expected one of {list(args)}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping (section), got {value!r}")
+        return _from_dict(tp, value, where)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list ({_type_name(tp)}), got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{where}: expected {len(args)} items ({_type_name(tp)}), got {value!r}")
+            items = [_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args))]
+        else:
+            item_tp = args[0] if args else Any
+            items = [_convert(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        if args:
+            return {
+                _convert(k, args[0], where): _convert(v, args[1], f"{where}.{k}") for k, v in value.items()
+            }
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            # YAML turns `name: 1e-3` or `weights: null`-like scalars into non-strings; be explicit.
+            raise ConfigError(f"{where}: expected a string, got {value!r} ({type(value).__name__})")
+        return value
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def _suggest(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"{hint}valid keys: {', '.join(sorted(valid))}"
+
+
+def _from_dict(schema: type[T], data: dict, where: str = "") -> T:
+    hints = typing.get_type_hints(schema)
+    fields = {f.name: f for f in dataclasses.fields(schema) if f.init}
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            raise ConfigError(f"unknown config key {full!r}: {_suggest(str(key), list(fields))}")
+        kwargs[key] = _convert(value, hints[key], full)
+    return schema(**kwargs)
+
+
+def config_from_dict(schema: type[T], data: dict) -> T:
+    """Build a typed config from a plain dict, rejecting unknown keys and ill-typed values.
+
+    Args:
+        schema: the dataclass type (e.g. a RunConfig subclass).
+        data: nested mapping as read from YAML.
+
+    Raises:
+        ConfigError: naming the dotted key, the expected type and the offending value.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"config must be a mapping, got {type(data).__name__}")
+    return _from_dict(schema, data)
+
+
+def config_to_dict(cfg: Any) -> dict:
+    """Convert a (nested) config dataclass into plain dicts/lists (tuples become lists, YAML-safe)."""
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(cfg)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None, schema: type[T] = RunConfig) -> T:
+    """Load a YAML config (with `_base_` files) plus dotted overrides into the typed `schema`.
+
+    Args:
+        path: YAML file.
+        overrides: strings like `train.lr=0.01` or `model.arch=resnet34` (applied after the files).
+        schema: the config dataclass to build.
+
+    Returns:
+        An instance of `schema`.
+
+    Raises:
+        ConfigError: for a missing file, bad YAML, an unknown key (with the closest valid key) or a
+            value of the wrong type.
+    """
+    data = load_yaml_with_bases(path)
+    data = apply_overrides(data, overrides)
+    try:
+        return config_from_dict(schema, data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    """Write the resolved config as YAML (loadable again with `load_config`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

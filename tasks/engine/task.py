@@ -1,0 +1,69 @@
+"""The interface between the shared Trainer and one task (classification, detection, ...).
+
+A task builds its model and datasets from its config and knows how to compute a loss and how to
+evaluate; the Trainer owns everything else (devices, precision, DDP, checkpoints, logging). This is the
+detectron2 / Lightning split kept deliberately small: the Trainer calls only the methods below.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+from torch.utils.data import Dataset, Sampler
+from torch.utils.data import default_collate as _default_collate
+
+from .config import config_to_dict
+
+
+class Task:
+    """Base class of every task; subclasses override the methods the Trainer calls.
+
+    Attributes:
+        name: short task name (used for default run folders and logs).
+        default_best_metric: key of `evaluate()`'s result used for best.pt when train.best_metric is "".
+        best_mode: "max" or "min" for that metric.
+    """
+
+    name: str = "task"
+    default_best_metric: str = "loss"
+    best_mode: str = "min"
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+
+    def build_model(self) -> nn.Module:
+        """Return the model (on CPU; the Trainer moves it)."""
+        raise NotImplementedError
+
+    def build_datasets(self) -> tuple[Dataset, Dataset | None]:
+        """Return (train, val). Validate the data here so that bad input fails before training starts."""
+        raise NotImplementedError
+
+    def collate_fn(self, batch: list) -> Any:
+        """Merge samples into a batch (default: torch's default_collate)."""
+        return _default_collate(batch)
+
+    def train_batch_sampler(self, dataset: Dataset, batch_size: int, shuffle_seed: int) -> Sampler | None:
+        """Optional custom batch sampler for training (e.g. episodes); None uses the Trainer's sampler.
+
+        A custom sampler should be deterministic given `shuffle_seed` and, if it has one, `set_epoch()`,
+        so that mid-epoch resume can skip the batches already consumed.
+        """
+        return None
+
+    def training_step(self, model: nn.Module, batch: Any, device: Any) -> dict[str, Tensor]:
+        """Compute the loss on one batch; the result must contain "loss" (other entries are logged)."""
+        raise NotImplementedError
+
+    def evaluate(
+        self, model: nn.Module, loader: Any, device: Any, run_dir: Path, epoch: int
+    ) -> dict[str, float]:
+        """Evaluate on the validation loader (rank 0 only) and return scalar metrics."""
+        raise NotImplementedError
+
+    def model_signature(self) -> dict:
+        """What must match for --resume to accept a checkpoint (default: the `model` config section)."""
+        model_cfg = getattr(self.cfg, "model", None)
+        return config_to_dict(model_cfg) if model_cfg is not None else {}
