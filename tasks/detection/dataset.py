@@ -58,7 +58,7 @@ def load_rgb(path: str | Path) -> np.ndarray:
             im = im.convert("RGBA")
             background = Image.new("RGBA", im.size, (0, 0, 0, 255))
             im = Image.alpha_composite(background, im)
-        return np.asarray(im.convert("RGB"))
+        return np.array(im.convert("RGB"))  # a writable copy (torch.from_numpy warns on read-only)
 
 
 def split_image_ids(image_ids: Sequence[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:

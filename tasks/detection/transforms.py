@@ -6,6 +6,7 @@ max_size), so training and inference see the same resize; these transforms only 
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 import albumentations as A
@@ -61,6 +62,10 @@ class DetectionTransform:
         )
 
     def __call__(self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray):
+        # albumentations keeps a private RNG that ignores global seeding; drawing its seed from Python's
+        # RNG makes augmentation reproducible wherever the caller seeds (DataLoader workers, the engine's
+        # per-sample seeding for mid-epoch resume, tests).
+        self.pipeline.set_random_seed(random.getrandbits(32))
         out = self.pipeline(image=image, bboxes=boxes.reshape(-1, 4), labels=labels)
         new_boxes = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
         new_labels = np.asarray(out["labels"], dtype=np.int64).reshape(-1)

@@ -1,0 +1,113 @@
+"""The one place where a detection config becomes keyword arguments (models never see a config)."""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models.detection import FasterRCNN
+from torchvision.ops import FrozenBatchNorm2d
+
+from backbones import create_backbone
+
+from .config import NORMS, DetModelConfig
+from .model import build_faster_rcnn, load_torchvision_detector_weights
+
+
+def resolve_norm(cfg: DetModelConfig) -> str:
+    """``auto`` -> ``frozen_bn`` when starting from pretrained weights (small detection batches make
+    batch statistics noisy, so torchvision and detectron2 freeze them), else trainable ``bn``."""
+    if cfg.norm not in NORMS:
+        raise ValueError(f"model.norm must be one of {NORMS}, got {cfg.norm!r}")
+    if cfg.norm != "auto":
+        return cfg.norm
+    return "frozen_bn" if (cfg.weights or cfg.detector_weights) else "bn"
+
+
+def _group_norm(num_channels: int, groups: int) -> nn.GroupNorm:
+    return nn.GroupNorm(groups, num_channels)
+
+
+def build_detector(cfg: DetModelConfig, num_classes: int, *, load_weights: bool = True) -> FasterRCNN:
+    """Backbone + FPN + Faster R-CNN from the ``model`` config section.
+
+    Args:
+        cfg: model section.
+        num_classes: classes including background.
+        load_weights: load ``cfg.weights`` / ``cfg.detector_weights`` (off when a full checkpoint follows).
+    """
+    norm = resolve_norm(cfg)
+    pretrained = bool(cfg.weights or cfg.detector_weights)
+    if norm == "frozen_bn" and not pretrained:
+        warnings.warn(
+            "model.norm=frozen_bn without model.weights or model.detector_weights freezes the random "
+            "BatchNorm initialisation (identity); use norm=bn or gn when training from scratch.",
+            UserWarning,
+            stacklevel=2,
+        )
+    if norm == "gn":
+        for channels in (cfg.fpn_channels, 64):
+            if channels % cfg.gn_groups:
+                raise ValueError(f"model.gn_groups={cfg.gn_groups} must divide {channels} channels")
+    backbone_norm = {
+        "frozen_bn": FrozenBatchNorm2d,
+        "bn": None,
+        "gn": functools.partial(_group_norm, groups=cfg.gn_groups),
+    }[norm]
+    fpn_norm = functools.partial(_group_norm, groups=cfg.gn_groups) if norm == "gn" else None
+    backbone = create_backbone(
+        cfg.arch,
+        weights=(cfg.weights or None) if load_weights else None,
+        out_indices=tuple(cfg.out_indices),
+        frozen_stages=cfg.frozen_stages,
+        norm_eval=cfg.norm_eval,
+        norm_layer=backbone_norm,
+    )
+    model = build_faster_rcnn(
+        backbone,
+        num_classes,
+        fpn_channels=cfg.fpn_channels,
+        extra_level=cfg.extra_level,
+        fpn_norm_layer=fpn_norm,
+        anchor_sizes=cfg.anchor_sizes or None,
+        aspect_ratios=cfg.aspect_ratios,
+        min_size=cfg.min_size[0] if len(cfg.min_size) == 1 else cfg.min_size,
+        max_size=cfg.max_size,
+        rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n_train,
+        rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n_test,
+        rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n_train,
+        rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n_test,
+        rpn_nms_thresh=cfg.rpn_nms_thresh,
+        rpn_fg_iou_thresh=cfg.rpn_fg_iou_thresh,
+        rpn_bg_iou_thresh=cfg.rpn_bg_iou_thresh,
+        rpn_batch_size_per_image=cfg.rpn_batch_size_per_image,
+        rpn_positive_fraction=cfg.rpn_positive_fraction,
+        roi_output_size=cfg.roi_output_size,
+        roi_sampling_ratio=cfg.roi_sampling_ratio,
+        box_score_thresh=cfg.box_score_thresh,
+        box_nms_thresh=cfg.box_nms_thresh,
+        box_detections_per_img=cfg.box_detections_per_img,
+        box_fg_iou_thresh=cfg.box_fg_iou_thresh,
+        box_bg_iou_thresh=cfg.box_bg_iou_thresh,
+        box_batch_size_per_image=cfg.box_batch_size_per_image,
+        box_positive_fraction=cfg.box_positive_fraction,
+    )
+    if load_weights and cfg.detector_weights:
+        if not Path(cfg.detector_weights).is_file():
+            raise ValueError(
+                f"model.detector_weights={cfg.detector_weights!r}: file not found (expected a "
+                "torchvision Faster R-CNN state dict, e.g. fasterrcnn_resnet50_fpn_coco-258fb6c6.pth)"
+            )
+        state = torch.load(cfg.detector_weights, map_location="cpu", weights_only=True)
+        skipped = load_torchvision_detector_weights(model, state, skip_mismatched=True)
+        if skipped:
+            warnings.warn(
+                f"model.detector_weights: {len(skipped)} tensor(s) with another shape were left "
+                f"at their initialisation (new classes): {skipped}",
+                UserWarning,
+                stacklevel=2,
+            )
+    return model

@@ -1,0 +1,82 @@
+"""Typed configuration of the detection task: ``model`` and ``data`` next to the engine's ``train``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tasks.engine.config import RunConfig
+
+from .transforms import AugmentConfig
+
+NORMS = ("auto", "frozen_bn", "bn", "gn")
+
+
+@dataclass
+class DetModelConfig:
+    """Backbone, FPN and Faster R-CNN settings. Defaults are torchvision's fasterrcnn_resnet50_fpn."""
+
+    arch: str = "resnet50"
+    weights: str = ""  # backbone weights: torchvision/timm name, file or URL ("" = random init)
+    detector_weights: str = ""  # torchvision Faster R-CNN state dict file (e.g. COCO-trained) to start from
+    out_indices: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
+    frozen_stages: int = -1  # OpenMMLab meaning; torchvision's trainable_layers=3 is frozen_stages=1
+    norm: str = "auto"  # auto (frozen_bn with pretrained weights, else bn) | frozen_bn | bn | gn
+    norm_eval: bool = False  # keep BatchNorm statistics fixed while training (norm=bn)
+    gn_groups: int = 32  # groups for norm=gn (backbone and FPN)
+    fpn_channels: int = 256
+    extra_level: str = "pool"  # pool | p6p7 | none
+    anchor_sizes: list[list[int]] = field(default_factory=list)  # one list per FPN level; [] = 8 x stride
+    aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    min_size: list[int] = field(default_factory=lambda: [800])  # several values = multi-scale training
+    max_size: int = 1333
+    rpn_pre_nms_top_n_train: int = 2000
+    rpn_pre_nms_top_n_test: int = 1000
+    rpn_post_nms_top_n_train: int = 2000
+    rpn_post_nms_top_n_test: int = 1000
+    rpn_nms_thresh: float = 0.7
+    rpn_fg_iou_thresh: float = 0.7
+    rpn_bg_iou_thresh: float = 0.3
+    rpn_batch_size_per_image: int = 256
+    rpn_positive_fraction: float = 0.5
+    roi_output_size: int = 7
+    roi_sampling_ratio: int = 2
+    box_score_thresh: float = 0.05
+    box_nms_thresh: float = 0.5
+    box_detections_per_img: int = 100
+    box_fg_iou_thresh: float = 0.5
+    box_bg_iou_thresh: float = 0.5
+    box_batch_size_per_image: int = 512
+    box_positive_fraction: float = 0.25
+    # Filled from the training annotations when empty; stored so that checkpoints know their classes.
+    category_ids: list[int] = field(default_factory=list)
+    class_names: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DetDataConfig:
+    """COCO-format data. ``root`` is a shorthand for ``root/annotations.json`` + ``root/images``."""
+
+    root: str = ""
+    train_ann: str = ""
+    train_images: str = ""
+    val_ann: str = ""  # empty: hold out val_fraction of the training images (seeded)
+    val_images: str = ""  # empty: same folder as train_images
+    val_fraction: float = 0.2
+    split_seed: int = 0
+    check_policy: str = "fail"  # fail | clip | drop (see tasks/detection/data_check.py)
+    check_files: bool = True  # open every image header before training
+    box_tolerance: float = 1.0  # pixels a box may pass the border before it is an error
+    keep_empty_images: bool = True  # images without boxes train as negatives
+    group_aspect_ratio: bool = True  # batches of same-orientation images (less padding)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    num_vis_images: int = 4  # validation images drawn as PNG after each evaluation
+    vis_score_thresh: float = 0.3
+
+
+@dataclass
+class DetectionConfig(RunConfig):
+    """Full run configuration of ``tools/train_det.py``."""
+
+    model: DetModelConfig = field(default_factory=DetModelConfig)
+    data: DetDataConfig = field(default_factory=DetDataConfig)
+    output_dir: str = "runs/detection"

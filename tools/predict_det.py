@@ -1,0 +1,73 @@
+"""Run a trained detector on a folder of images: COCO results JSON + PNGs with drawn boxes.
+
+Example:
+    python tools/predict_det.py runs/det_r18_cpu/checkpoints/best.pt photos/ --out predictions/ \
+        --gt photos/annotations.json      # optional: image ids from, and COCO metrics against, this file
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from tasks.detection.data_check import load_coco_json  # noqa: E402
+from tasks.detection.evaluation import CocoEvaluator, detections_to_coco  # noqa: E402
+from tasks.detection.predict import list_images, load_detector, predict_images  # noqa: E402
+from tasks.detection.visualize import draw_detections, save_png  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", help="checkpoints/best.pt (or last.pt) of a tools/train_det.py run")
+    parser.add_argument("images", help="folder of images")
+    parser.add_argument("--out", default="predictions", help="output folder (results.json, drawn/*.png)")
+    parser.add_argument(
+        "--gt", default=None, help="COCO annotations of these images: use their ids and score"
+    )
+    parser.add_argument("--score-thresh", type=float, default=0.3, help="minimum score of drawn boxes")
+    parser.add_argument("--max-drawn", type=int, default=20, help="draw at most this many images (0: none)")
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    try:
+        model, cmap, _ = load_detector(args.checkpoint)
+        paths = list_images(args.images)
+        if args.gt:
+            gt = load_coco_json(args.gt)
+            ids = {img["file_name"]: img["id"] for img in gt["images"]}
+            missing = [p.name for p in paths if p.name not in ids]
+            if missing:
+                raise ValueError(f"{args.gt} has no entry for {len(missing)} image(s), e.g. {missing[:5]}")
+            image_ids = [ids[p.name] for p in paths]
+        else:
+            image_ids = list(range(1, len(paths) + 1))
+        predictions = predict_images(model, paths, args.device, args.batch_size)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = detections_to_coco([o for _, o in predictions], image_ids, cmap)
+    (out / "results.json").write_text(json.dumps(results))
+    (out / "images.json").write_text(
+        json.dumps([{"id": i, "file_name": p.name} for i, p in zip(image_ids, paths)])
+    )
+    names = ["background", *cmap.names]
+    for path, (image, o) in list(zip(paths, predictions))[: args.max_drawn]:
+        drawn = draw_detections(
+            image, o["boxes"], o["labels"], o["scores"], names, score_thresh=args.score_thresh
+        )
+        save_png(drawn, out / "drawn" / f"{path.stem}.png")
+    print(f"{len(results)} detections on {len(paths)} images -> {out / 'results.json'}")
+    if args.gt:
+        metrics, _ = CocoEvaluator(gt).evaluate(results, source=str(out / "results.json"))
+        print(json.dumps(metrics, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
