@@ -336,6 +336,7 @@ class SegmentationDataset(Dataset):
             "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
             "mask": torch.from_numpy(np.ascontiguousarray(mask)).long(),
             "index": index,
+            "size": torch.tensor(mask.shape[:2]),
         }
 
 
@@ -349,4 +350,5 @@ def pad_collate(batch: list[dict]) -> dict:
         h, w = sample["mask"].shape
         images[i, :, :h, :w] = sample["image"]
         masks[i, :h, :w] = sample["mask"]
-    return {"image": images, "mask": masks, "index": torch.tensor([s["index"] for s in batch])}
+    return {"image": images, "mask": masks, "index": torch.tensor([s["index"] for s in batch]),
+            "size": torch.stack([torch.tensor(s["mask"].shape) for s in batch])}

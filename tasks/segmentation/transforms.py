@@ -51,27 +51,23 @@ def normalize(image: np.ndarray, mode: str, max_value: float = 255.0,
     return (np.clip(image, low, high) - low) / (high - low)
 
 
-def build_train_transform(aug, stride: int) -> A.Compose:
+def build_train_transform(aug) -> A.Compose:
     """Albumentations pipeline for training from an ``SegAugConfig``.
 
-    Images smaller than the crop (or than the network stride) are padded with 0 and their masks with
-    ``IGNORE_INDEX``, so padding never counts as background in the loss.
+    Images smaller than the crop are padded with 0 and their masks with ``IGNORE_INDEX``, so padding never
+    counts as background in the loss.  (The model pads its input to the network stride itself, so crops
+    need not be multiples of it; multiples avoid that extra padding.)
 
     Args:
         aug: the ``aug`` config section.
-        stride: network stride; crops must be multiples of it.
     """
     ops: list[A.BasicTransform] = []
     if aug.crop_size:
-        if len(aug.crop_size) != 2 or any(c <= 0 or c % stride for c in aug.crop_size):
-            raise ValueError(f"aug.crop_size must be [height, width], multiples of the network stride {stride}, "
-                             f"got {aug.crop_size}")
+        if len(aug.crop_size) != 2 or any(c <= 0 for c in aug.crop_size):
+            raise ValueError(f"aug.crop_size must be [height, width] with positive values, got {aug.crop_size}")
         height, width = aug.crop_size
         ops += [A.PadIfNeeded(height, width, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX),
                 A.RandomCrop(height, width)]
-    else:
-        ops.append(A.PadIfNeeded(None, None, pad_height_divisor=stride, pad_width_divisor=stride,
-                                 border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX))
     if aug.hflip:
         ops.append(A.HorizontalFlip(p=aug.hflip))
     if aug.vflip:

@@ -1,0 +1,213 @@
+"""The segmentation Task: what the shared Trainer calls (datasets, loss step, per-case evaluation)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tasks.engine.task import Task
+
+from .config import SegRunConfig
+from .data import (
+    SegmentationDataset,
+    discover_records,
+    pad_collate,
+    resolve_spec,
+    split_by_case,
+    validate_mask_values,
+)
+from .inference import labels_to_region_targets, logits_to_channels, logits_to_labels, predict_logits
+from .metrics import CaseMetricAccumulator
+from .model import build_unet, output_channels
+from .overlay import save_overlay
+from .smp_parts import build_loss
+from .transforms import IGNORE_INDEX, build_train_transform
+
+SEG_SUMMARY = "seg_summary.json"  # per-case rows + class means of the latest evaluation
+SEG_SUMMARY_BEST = "seg_summary_best.json"  # the same for the evaluation with the best dice_mean
+
+
+def make_targets(mask: torch.Tensor, mode: str, regions) -> torch.Tensor:
+    """Class-index masks (N, H, W) -> the loss target of ``mode`` (ignore pixels stay IGNORE_INDEX)."""
+    if mode == "multiclass":
+        return mask
+    if mode == "binary":
+        target = (mask == 1).float()
+        target[mask == IGNORE_INDEX] = float(IGNORE_INDEX)
+        return target[:, None]
+    return labels_to_region_targets(mask, regions, IGNORE_INDEX)
+
+
+class SegmentationTask(Task):
+    """U-Net segmentation on our backbone; metrics per class, image and case (see metrics.py)."""
+
+    name = "segmentation"
+    default_best_metric = "dice_mean"
+    best_mode = "max"
+
+    def __init__(self, cfg: SegRunConfig) -> None:
+        super().__init__(cfg)
+        m = cfg.model
+        self.out_channels = output_channels(m.mode, m.num_classes, m.regions)  # validates mode/regions early
+        self.spec = None
+        self._best_dice = -math.inf
+        loss = cfg.loss
+        self.loss_fn = build_loss(m.mode, loss.name, IGNORE_INDEX, loss.dice_weight, loss.ce_weight,
+                                  loss.focal_gamma)
+
+    # ------------------------------------------------------------------------------------------ build
+    def build_model(self) -> nn.Module:
+        return build_unet(self.cfg.model)
+
+    def build_datasets(self) -> tuple[SegmentationDataset, SegmentationDataset | None]:
+        d, m = self.cfg.data, self.cfg.model
+        if not d.root:
+            raise ValueError("data.root is not set: pass data.root=DIR (a folder with images/ and masks/)")
+        self.spec = resolve_spec(d, m.num_classes)
+        records = discover_records(d.root, self.spec, m.in_chans, d.case_pattern, d.nifti_axis)
+        validate_mask_values(records, self.spec)
+        train_idx, val_idx = split_by_case(records, d.val_fraction, d.split_seed)
+        common = dict(spec=self.spec, in_chans=m.in_chans, normalization=d.normalization,
+                      ct_window=d.ct_window, axis=d.nifti_axis, cache_volumes=d.cache_volumes)
+        train = SegmentationDataset([records[i] for i in train_idx], transform=build_train_transform(self.cfg.aug),
+                                    **common)
+        val = SegmentationDataset([records[i] for i in val_idx], **common) if val_idx else None
+        return train, val
+
+    def collate_fn(self, batch: list[dict]) -> dict:
+        return pad_collate(batch)
+
+    # ------------------------------------------------------------------------------------------ train
+    def compute_loss(self, outputs: Any, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Main loss plus deep-supervision terms (aux logits upsampled to the mask), weights decay**k."""
+        target = make_targets(mask, self.cfg.model.mode, self.cfg.model.regions)
+        if isinstance(outputs, tuple):
+            logits, aux = outputs
+        else:
+            logits, aux = outputs, []
+        main = self.loss_fn(logits.float(), target)
+        total, norm = main, 1.0
+        for k, aux_logits in enumerate(aux, start=1):
+            weight = self.cfg.loss.deep_supervision_decay ** k
+            up = F.interpolate(aux_logits.float(), size=mask.shape[-2:], mode="bilinear", align_corners=False)
+            total = total + weight * self.loss_fn(up, target)
+            norm += weight
+        return {"loss": total / norm, "loss_main": main.detach()}
+
+    def training_step(self, model: nn.Module, batch: dict, device: Any) -> dict[str, torch.Tensor]:
+        image = batch["image"].to(device, non_blocking=True)
+        mask = batch["mask"].to(device, non_blocking=True)
+        return self.compute_loss(model(image), mask)
+
+    # --------------------------------------------------------------------------------------- evaluate
+    def channel_names(self) -> list[str]:
+        m = self.cfg.model
+        if m.mode == "multilabel":
+            return list(m.region_names) or [f"region{i}" for i in range(len(m.regions))]
+        return list(self.spec.class_names) if self.spec else [f"class{i}" for i in range(m.num_classes)]
+
+    def _gt_channels(self, labels: torch.Tensor) -> torch.Tensor:
+        m = self.cfg.model
+        if m.mode == "multilabel":
+            return labels_to_region_targets(labels, m.regions, IGNORE_INDEX) == 1
+        return labels[:, None] == torch.arange(m.num_classes, device=labels.device)[None, :, None, None]
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader, device: Any, run_dir: Path, epoch: int) -> dict[str, float]:
+        """Per-image, per-case (per-volume for NIfTI) metrics; writes seg_summary.json and overlays."""
+        m, e = self.cfg.model, self.cfg.eval
+        dataset: SegmentationDataset = loader.dataset
+        if self.spec is None:
+            self.spec = dataset.spec
+        names = self.channel_names()
+        mean_channels = (list(range(len(names))) if m.mode == "multilabel" or e.background_class is None
+                         else [c for c in range(len(names)) if c != e.background_class])
+        acc = CaseMetricAccumulator(names, e.empty_rule, mean_channels, with_hd95=e.hd95)
+        volumes: dict[str, dict] = {}
+        slices_per_volume: dict[str, int] = {}
+        for record in dataset.records:
+            if record.slice_index is not None:
+                slices_per_volume[record.stem] = slices_per_volume.get(record.stem, 0) + 1
+        overlays_left = e.overlays
+        loss_sum, loss_count = 0.0, 0
+        for batch in loader:
+            images = batch["image"].to(device)
+            masks = batch["mask"].to(device)
+            logits = predict_logits(model, images, e.tile_size, e.tile_overlap).float()
+            loss_sum += float(self.loss_fn(logits, make_targets(masks, m.mode, m.regions)))
+            loss_count += 1
+            pred_channels = logits_to_channels(logits, m.mode, m.num_classes, e.threshold)
+            pred_labels = logits_to_labels(logits, m.mode, e.threshold, m.regions)
+            gt_channels = self._gt_channels(masks)
+            for i, index in enumerate(batch["index"].tolist()):
+                h, w = batch["size"][i].tolist()
+                record = dataset.records[index]
+                pred = pred_channels[i, :, :h, :w].cpu().numpy()
+                gt = gt_channels[i, :, :h, :w].cpu().numpy()
+                if overlays_left > 0:
+                    overlays_left -= 1
+                    save_overlay(run_dir / "overlays" / f"{record.image_id}.png", images[i, :, :h, :w].float().cpu().numpy(),
+                                 pred_labels[i, :h, :w].cpu().numpy(), masks[i, :h, :w].cpu().numpy())
+                if record.slice_index is None:
+                    acc.add(pred, gt, record.case_id, record.image_id, dataset.spacing(index))
+                    continue
+                vol = volumes.setdefault(record.stem, {"slices": {}, "index": index})
+                vol["slices"][record.slice_index] = (pred, gt)
+                if len(vol["slices"]) == slices_per_volume[record.stem]:
+                    order = sorted(vol["slices"])
+                    axis = dataset.axis + 1  # +1: channel axis first
+                    pred_vol = np.stack([vol["slices"][k][0] for k in order], axis=axis)
+                    gt_vol = np.stack([vol["slices"][k][1] for k in order], axis=axis)
+                    acc.add(pred_vol, gt_vol, record.case_id, record.stem, dataset.volume_spacing(vol["index"]))
+                    del volumes[record.stem]
+        summary = acc.summary()
+        summary.update(epoch=epoch, channels=names, mode=m.mode, spacing_units="mm" if self._has_spacing(dataset)
+                       else "pixels")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(_json_safe(summary), indent=2)
+        (run_dir / SEG_SUMMARY).write_text(text)
+        dice_mean = summary["means"]["dice_mean"]
+        if not math.isnan(dice_mean) and dice_mean > self._best_dice:
+            self._best_dice = dice_mean
+            (run_dir / SEG_SUMMARY_BEST).write_text(text)
+        metrics = {k: v for k, v in summary["means"].items()}
+        metrics["loss"] = loss_sum / max(loss_count, 1)
+        return metrics
+
+    def _has_spacing(self, dataset: SegmentationDataset) -> bool:
+        return bool(dataset.records and (dataset.records[0].slice_index is not None or self.spec.spacing))
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN -> null (strict JSON has no NaN)."""
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def merge_into_run_summary(run_dir: str | Path) -> dict:
+    """Add the per-case table and class means to the Trainer's ``summary.json`` (key ``segmentation``).
+
+    The Trainer writes summary.json after the last evaluation, so the task's tables are merged afterwards
+    by tools/train_seg.py.  Uses the best evaluation when there is one, else the latest.
+    """
+    run_dir = Path(run_dir)
+    source = run_dir / SEG_SUMMARY_BEST if (run_dir / SEG_SUMMARY_BEST).is_file() else run_dir / SEG_SUMMARY
+    summary_path = run_dir / "summary.json"
+    if not source.is_file() or not summary_path.is_file():
+        return {}
+    summary = json.loads(summary_path.read_text())
+    summary["segmentation"] = json.loads(source.read_text())
+    summary_path.write_text(json.dumps(summary, indent=2))
+    return summary
