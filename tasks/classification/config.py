@@ -1,0 +1,64 @@
+"""Typed config of the classification task (sections `model:` and `data:` next to `train:`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tasks.engine.config import RunConfig
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+@dataclass
+class ClsModelConfig:
+    """Backbone + pooling + dropout + linear (or cosine) head."""
+
+    arch: str = "resnet18"  # any backbones.ARCHS key
+    weights: str = ""  # torchvision name (IMAGENET1K_V2), timm name, local path or URL; "" = random init
+    num_classes: int = 0  # 0 = number of classes found in the data
+    stem_type: str = "default"  # default | deep | small (3x3 stride 1, no max-pool, for 32x32 images)
+    frozen_stages: int = -1  # OpenMMLab meaning: -1 none, 0 stem, k stem + layer1..k
+    norm_eval: bool = False  # keep every BatchNorm in eval mode while training
+    drop_path_rate: float = 0.0  # stochastic depth in the backbone
+    pool: str = "avg"  # avg | max | avgmax | catavgmax (timm SelectAdaptivePool2d)
+    dropout: float = 0.0  # before the classifier
+    head: str = "linear"  # linear | cosine
+    cosine_scale: float = 16.0  # logit scale of the cosine head
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class ClsDataConfig:
+    """Where the images are and how they are augmented."""
+
+    format: str = "imagefolder"  # imagefolder | csv
+    root: str = ""  # imagefolder: class folders (or train/ and val/ inside); csv: base of relative paths
+    train_dir: str = ""  # imagefolder: explicit train folder (default: root/train if present, else root)
+    val_dir: str = ""  # imagefolder: explicit val folder (default: root/val if present, else a split)
+    train_csv: str = ""  # csv: columns path,label
+    val_csv: str = ""
+    classes: list[str] = field(default_factory=list)  # fixed class list/order; [] = sorted names found
+    val_ratio: float = 0.2  # seeded stratified split when no val set is given; 0 = no validation
+    split_seed: int = 0
+    image_size: int = 224
+    resize_size: int = 0  # eval resize before the center crop; 0 = image_size / 0.875
+    augment: str = "photo"  # photo (RandomResizedCrop+flip+jitter) | cifar (RandomCrop pad 4 + flip) | none
+    color_jitter: float = 0.4
+    min_scale: float = 0.08  # RandomResizedCrop lower scale bound
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    check_images: bool = True  # decode every image before training (finds corrupt files early)
+    skip_corrupt: bool = False  # drop corrupt images (with a count in the log) instead of failing
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    mixup_prob: float = 1.0
+
+
+@dataclass
+class ClsConfig(RunConfig):
+    """Full classification run config."""
+
+    model: ClsModelConfig = field(default_factory=ClsModelConfig)
+    data: ClsDataConfig = field(default_factory=ClsDataConfig)
+    output_dir: str = "runs/classification"

@@ -1,0 +1,207 @@
+"""Classification datasets: ImageFolder trees and CSV lists, validated before training starts."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from .images import IMG_EXTENSIONS, CorruptImageError, load_image
+
+log = logging.getLogger("tasks.classification")
+
+PATH_COLUMNS = ("path", "image", "file", "filename")
+LABEL_COLUMNS = ("label", "class", "target")
+
+
+class DataError(ValueError):
+    """The dataset on disk is malformed; the message names the folder, file or CSV row."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: int
+
+
+class ImageListDataset(Dataset):
+    """(image, label) pairs from a list of samples; images are decoded and converted to RGB on access."""
+
+    def __init__(self, samples: Sequence[Sample], classes: Sequence[str], transform: Callable | None = None):
+        self.samples = list(samples)
+        self.classes = list(classes)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        sample = self.samples[index]
+        image = load_image(sample.path)
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, sample.label
+
+    @property
+    def targets(self) -> list[int]:
+        return [s.label for s in self.samples]
+
+
+# ------------------------------------------------------------------------------------------ scanning
+
+
+def folder_classes(root: Path) -> list[str]:
+    """Sorted names of the class sub-folders of an ImageFolder root."""
+    if not root.is_dir():
+        raise DataError(f"image folder not found: {root}")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(f"{root} has no class sub-folders (expected ROOT/<class>/<image>)")
+    return classes
+
+
+def scan_image_folder(
+    root: str | Path, classes: Sequence[str] | None = None
+) -> tuple[list[Sample], list[str]]:
+    """List the images of an ImageFolder tree (ROOT/<class>/**/<image>).
+
+    Args:
+        root: the folder holding one sub-folder per class.
+        classes: fixed class list (its order sets the label ids); None = sorted sub-folder names.
+
+    Raises:
+        DataError: missing root, an empty class folder, or a folder not in `classes`.
+    """
+    root = Path(root)
+    found = folder_classes(root)
+    if classes:
+        extra = sorted(set(found) - set(classes))
+        if extra:
+            raise DataError(f"{root}: class folders {extra} are not in data.classes {list(classes)}")
+        classes = list(classes)
+    else:
+        classes = found
+    samples = []
+    for label, name in enumerate(classes):
+        folder = root / name
+        files = (
+            sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
+            if folder.is_dir()
+            else []
+        )
+        if not files:
+            raise DataError(
+                f"class folder {folder} has no images (extensions {', '.join(IMG_EXTENSIONS)}); "
+                "remove it or add images"
+            )
+        samples += [Sample(p, label) for p in files]
+    return samples, classes
+
+
+def _pick_column(header: list[str], options: tuple[str, ...], csv_path: Path) -> str:
+    lowered = {h.strip().lower(): h for h in header}
+    for option in options:
+        if option in lowered:
+            return lowered[option]
+    raise DataError(f"{csv_path}: header {header} needs one of the columns {list(options)}")
+
+
+def read_csv_list(csv_path: str | Path, base: str | Path = "") -> list[tuple[Path, str, int]]:
+    """Read (image path, label name, line number) rows of a CSV with a header `path,label`.
+
+    Relative paths are resolved against `base` (default: the CSV's folder).
+
+    Raises:
+        DataError: missing CSV, missing columns, empty label, or a row pointing to a missing file.
+    """
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise DataError(f"CSV file not found: {csv_path}")
+    base_dir = Path(base) if base else csv_path.parent
+    with csv_path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames:
+            raise DataError(f"{csv_path}: empty file (expected a header row such as 'path,label')")
+        path_col = _pick_column(list(reader.fieldnames), PATH_COLUMNS, csv_path)
+        label_col = _pick_column(list(reader.fieldnames), LABEL_COLUMNS, csv_path)
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            raw_path, label = (row.get(path_col) or "").strip(), (row.get(label_col) or "").strip()
+            if not raw_path or not label:
+                raise DataError(f"{csv_path}:{line}: empty path or label in row {row}")
+            path = Path(raw_path) if Path(raw_path).is_absolute() else base_dir / raw_path
+            if not path.is_file():
+                raise DataError(f"{csv_path}:{line}: image file not found: {path}")
+            rows.append((path, label, line))
+    if not rows:
+        raise DataError(f"{csv_path}: no rows after the header")
+    return rows
+
+
+def csv_samples(csv_path: str | Path, classes: Sequence[str], base: str | Path = "") -> list[Sample]:
+    """Samples of a CSV list whose labels must all be in `classes`."""
+    index = {name: i for i, name in enumerate(classes)}
+    samples = []
+    for path, label, line in read_csv_list(csv_path, base):
+        if label not in index:
+            raise DataError(f"{csv_path}:{line}: label {label!r} is not in the class list {list(classes)}")
+        samples.append(Sample(path, index[label]))
+    return samples
+
+
+# ------------------------------------------------------------------------------------- split, checks
+
+
+def stratified_split(
+    samples: Sequence[Sample], val_ratio: float, seed: int
+) -> tuple[list[Sample], list[Sample]]:
+    """Seeded per-class split: round(n * val_ratio) images of each class go to validation.
+
+    Every class with at least 2 images keeps at least one image on each side, so small classes are
+    never missing from validation.
+    """
+    if not 0.0 <= val_ratio < 1.0:
+        raise DataError(f"data.val_ratio={val_ratio}: must be in [0, 1)")
+    generator = torch.Generator().manual_seed(seed)
+    by_class: dict[int, list[int]] = {}
+    for i, s in enumerate(samples):
+        by_class.setdefault(s.label, []).append(i)
+    train_idx, val_idx = [], []
+    for label in sorted(by_class):
+        idx = by_class[label]
+        order = [idx[j] for j in torch.randperm(len(idx), generator=generator).tolist()]
+        n_val = round(len(idx) * val_ratio)
+        if val_ratio > 0 and len(idx) >= 2:
+            n_val = min(max(n_val, 1), len(idx) - 1)
+        val_idx += order[:n_val]
+        train_idx += order[n_val:]
+    return [samples[i] for i in sorted(train_idx)], [samples[i] for i in sorted(val_idx)]
+
+
+def check_images(samples: list[Sample], skip_corrupt: bool, what: str) -> list[Sample]:
+    """Decode every image once; fail on the first corrupt file or drop them all with `skip_corrupt`.
+
+    Raises:
+        DataError: naming the corrupt file (and how to skip such files).
+    """
+    good, bad = [], []
+    for sample in samples:
+        try:
+            load_image(sample.path)
+        except CorruptImageError as err:
+            if not skip_corrupt:
+                raise DataError(f"{err} ({what}); fix or remove it, or set data.skip_corrupt=true") from None
+            bad.append(sample.path)
+            continue
+        good.append(sample)
+    if bad:
+        shown = ", ".join(str(p) for p in bad[:5]) + (" ..." if len(bad) > 5 else "")
+        log.warning("skipped %d corrupt image(s) in %s: %s", len(bad), what, shown)
+    if not good:
+        raise DataError(f"no readable images left in {what}")
+    return good
