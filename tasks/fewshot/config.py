@@ -1,0 +1,58 @@
+"""Typed config of few-shot base training (`tools/train_fewshot.py`); see configs/fewshot/*.yaml."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tasks.engine.config import RunConfig
+
+
+@dataclass
+class FewShotModelConfig:
+    """Section `model:`: the backbone and what base training optimises.
+
+    method: "baseline" (linear head over base classes), "baseline++" (cosine head) or "protonet"
+    (episodic training, no head). Every method is evaluated the same way by tools/eval_fewshot.py.
+    """
+
+    method: str = "baseline"
+    arch: str = "resnet18"
+    weights: str = ""  # "" = random init; torchvision/timm name, path or URL otherwise
+    stem_type: str = "default"  # default | small (3x3/1 stem without max-pool, for tiny images) | deep
+    cosine_scale: float = 0.0  # Baseline++ logit scale; 0 = Chen et al.'s rule (2 if <= 200 classes else 10)
+
+
+@dataclass
+class FewShotDataConfig:
+    """Section `data:`: the class-folder dataset, its class-level split and the episodes used in training."""
+
+    root: str = ""
+    image_size: int = 32
+    channels: int = 1  # 1 = grayscale (Omniglot), 3 = RGB
+    split_fractions: list[float] = field(default_factory=lambda: [0.6, 0.2, 0.2])  # base, val, novel
+    split_seed: int = 0
+    split_by: str = "class"  # class | group (whole groups, e.g. alphabets, go to one part)
+    split_file: str = ""  # a JSON split (tasks.fewshot.splits.save_split) instead of fractions/seed
+    rotations: list[int] = field(default_factory=list)  # e.g. [0, 90, 180, 270]: rotated copies = new classes
+    augment: bool = False
+    # Episodic training (method=protonet): one episode per optimiser step.
+    n_way: int = 5
+    k_shot: int = 1
+    q_query: int = 15
+    episodes_per_epoch: int = 100
+    same_group: bool = False
+    # Validation: nearest-prototype accuracy on val-class episodes, embedded once per evaluation.
+    val_n_way: int = 5
+    val_k_shot: int = 1
+    val_q_query: int = 5
+    val_episodes: int = 200
+    val_seed: int = 0
+
+
+@dataclass
+class FewShotConfig(RunConfig):
+    """Whole config of a few-shot base-training run."""
+
+    model: FewShotModelConfig = field(default_factory=FewShotModelConfig)
+    data: FewShotDataConfig = field(default_factory=FewShotDataConfig)
+    output_dir: str = "runs/fewshot"

@@ -1,0 +1,289 @@
+"""Class-folder image datasets for few-shot work: flat `class/*.png` and nested `group/class/*.png` trees.
+
+torchvision's `ImageFolder` only knows flat trees and silently drops empty classes; few-shot needs the
+group level (Omniglot alphabet/character, for same-group episodes) and loud errors on empty or malformed
+class folders, so the scan is written here. Decoding and resizing use PIL + torchvision transforms.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+# 8-bit modes that PIL converts to "L"/"RGB" without losing information. 16/32-bit integer and float modes
+# ("I", "I;16", "F") would be clipped to 0..255 by `convert`, silently destroying the image: refuse them.
+SUPPORTED_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
+
+
+class FewShotDataError(ValueError):
+    """Bad few-shot input (folders, classes, episodes); the message names the file, class or value."""
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    """Whether `path` has one of the image extensions in `IMAGE_EXTENSIONS` (case-insensitive)."""
+    return str(path).lower().endswith(IMAGE_EXTENSIONS)
+
+
+@dataclass(frozen=True)
+class ClassFolderIndex:
+    """The images of a class-folder tree, grouped by class.
+
+    Attributes:
+        root: the scanned folder.
+        class_names: class ids, sorted; nested trees use "group/class" (e.g. "Greek/character01").
+        groups: group of each class ("" for flat trees), same order as `class_names`.
+        files: per class, the image paths relative to `root`, sorted.
+    """
+
+    root: Path
+    class_names: tuple[str, ...]
+    groups: tuple[str, ...]
+    files: tuple[tuple[str, ...], ...]
+    _offsets: tuple[int, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        offsets, total = [], 0
+        for class_files in self.files:
+            offsets.append(total)
+            total += len(class_files)
+        object.__setattr__(self, "_offsets", tuple(offsets))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def num_images(self) -> int:
+        return sum(len(f) for f in self.files)
+
+    def sample_id(self, class_idx: int, image_idx: int) -> int:
+        """Global id of image `image_idx` of class `class_idx` (the order of `samples()`)."""
+        return self._offsets[class_idx] + image_idx
+
+    def samples(self) -> list[tuple[Path, int]]:
+        """All images as (absolute path, class index), class-major; position = global sample id."""
+        return [(self.root / f, c) for c, class_files in enumerate(self.files) for f in class_files]
+
+    def relative_paths(self) -> list[str]:
+        """Relative path of every sample, indexed by global sample id."""
+        return [f for class_files in self.files for f in class_files]
+
+    def subset(self, class_names: Sequence[str]) -> ClassFolderIndex:
+        """The index restricted to `class_names` (kept in sorted order); unknown names are an error."""
+        position = {name: i for i, name in enumerate(self.class_names)}
+        unknown = [n for n in class_names if n not in position]
+        if unknown:
+            raise FewShotDataError(
+                f"classes {unknown[:5]} are not in {self.root} (it has {self.num_classes})"
+            )
+        keep = sorted(position[n] for n in set(class_names))
+        return ClassFolderIndex(
+            self.root,
+            tuple(self.class_names[i] for i in keep),
+            tuple(self.groups[i] for i in keep),
+            tuple(self.files[i] for i in keep),
+        )
+
+
+def scan_class_folders(root: str | os.PathLike, min_images: int = 1) -> ClassFolderIndex:
+    """Index a class-folder tree; the depth (flat or group/class) is found from where the images are.
+
+    A class is a folder that directly holds images. Every class must sit at the same depth, and no folder
+    may hold both images and class sub-folders: either would make the class list ambiguous.
+
+    Args:
+        root: the dataset folder.
+        min_images: classes with fewer images are an error naming the class folder.
+
+    Raises:
+        FewShotDataError: missing root, no classes, mixed depths, images beside sub-folders, or a class
+            with fewer than `min_images` images (an empty class folder included).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FewShotDataError(f"dataset folder {root} does not exist or is not a folder")
+    class_dirs: list[tuple[str, list[str]]] = []
+    empty_leaves: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        images = sorted(f for f in filenames if is_image_file(f) and not f.startswith("."))
+        rel = Path(dirpath).relative_to(root).as_posix()
+        if images and dirnames:
+            raise FewShotDataError(
+                f"folder {dirpath} holds both images ({images[0]}, ...) and sub-folders "
+                f"({dirnames[0]}, ...); "
+                "expected either class folders of images or group folders of class folders"
+            )
+        if images:
+            if rel == ".":
+                raise FewShotDataError(f"{root} holds images directly; expected one sub-folder per class")
+            class_dirs.append((rel, [f"{rel}/{f}" for f in images]))
+        elif not dirnames and rel != ".":
+            empty_leaves.append(rel)
+    if empty_leaves and min_images > 0:
+        raise FewShotDataError(
+            f"class folder {root / empty_leaves[0]} has no images (extensions {', '.join(IMAGE_EXTENSIONS)})"
+            + (f"; {len(empty_leaves) - 1} more empty folders" if len(empty_leaves) > 1 else "")
+        )
+    if not class_dirs:
+        raise FewShotDataError(f"no class folders with images under {root}")
+    depths = {name.count("/") for name, _ in class_dirs}
+    if len(depths) > 1:
+        shallow = min(class_dirs, key=lambda c: c[0].count("/"))[0]
+        deep = max(class_dirs, key=lambda c: c[0].count("/"))[0]
+        raise FewShotDataError(
+            f"class folders under {root} are at different depths ({shallow!r} vs {deep!r}); "
+            "expected all classes at one level (class/*.png or group/class/*.png)"
+        )
+    class_dirs.sort(key=lambda c: c[0])
+    for name, files in class_dirs:
+        if len(files) < min_images:
+            raise FewShotDataError(
+                f"class {name!r} ({root / name}) has {len(files)} images, need >= {min_images}"
+            )
+    groups = tuple(name.rsplit("/", 1)[0] if "/" in name else "" for name, _ in class_dirs)
+    return ClassFolderIndex(
+        root, tuple(n for n, _ in class_dirs), groups, tuple(tuple(f) for _, f in class_dirs)
+    )
+
+
+def check_image_headers(paths: Sequence[str | os.PathLike]) -> None:
+    """Open every image header (no decoding: fast) and refuse unreadable files and lossy modes up front.
+
+    Mixed sizes and 8-bit modes are fine (every image is converted and resized the same way), so they are
+    not errors; files PIL cannot identify, and 16-bit/float modes that `convert` would clip, are.
+
+    Raises:
+        FewShotDataError: naming the first bad file and what was expected.
+    """
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                mode = image.mode
+        except (UnidentifiedImageError, OSError) as error:
+            raise FewShotDataError(f"cannot read image {path}: {error}") from error
+        if mode not in SUPPORTED_MODES:
+            raise FewShotDataError(
+                f"image {path} has mode {mode!r}; expected an 8-bit mode ({', '.join(SUPPORTED_MODES)}): "
+                "convert 16-bit or float images to 8 bits first"
+            )
+
+
+def build_transform(image_size: int, channels: int, augment: bool = False) -> v2.Compose:
+    """PIL image -> float tensor (channels, image_size, image_size) in [0, 1], normalised to mean 0.5/std 0.5.
+
+    Args:
+        image_size: square output side; every image is resized (not cropped) so mixed sizes are fine.
+        channels: 1 (grayscale, e.g. Omniglot) or 3 (RGB).
+        augment: small random affine jitter for base training (strokes and objects survive it).
+    """
+    if channels not in (1, 3):
+        raise FewShotDataError(f"channels must be 1 or 3, got {channels}")
+    steps: list = [v2.ToImage(), v2.Resize((image_size, image_size), antialias=True)]
+    if augment:
+        steps.append(v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1)))
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5] * channels, [0.5] * channels)]
+    return v2.Compose(steps)
+
+
+def load_image(path: str | os.PathLike, channels: int) -> Image.Image:
+    """Decode `path` and convert it to "L" (channels=1) or "RGB" (channels=3); errors name the file."""
+    try:
+        with Image.open(path) as image:
+            if image.mode not in SUPPORTED_MODES:
+                raise FewShotDataError(f"image {path} has unsupported mode {image.mode!r}")
+            if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+                # Composite on white: converting RGBA straight to RGB keeps garbage colours under alpha 0.
+                rgba = image.convert("RGBA")
+                canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                image = Image.alpha_composite(canvas, rgba)
+            return image.convert("L" if channels == 1 else "RGB")
+    except (UnidentifiedImageError, OSError) as error:
+        raise FewShotDataError(f"cannot decode image {path}: {error}") from error
+
+
+class ImageListDataset(Dataset):
+    """(image tensor, label) for a list of files; decoding happens lazily in `__getitem__`."""
+
+    def __init__(self, paths: Sequence[str | os.PathLike], labels: Sequence[int], transform, channels: int):
+        if len(paths) != len(labels):
+            raise FewShotDataError(f"{len(paths)} paths but {len(labels)} labels")
+        self.paths = [Path(p) for p in paths]
+        self.labels = [int(label) for label in labels]
+        self.transform = transform
+        self.channels = channels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, idx: int) -> tuple[torch.Tensor, int]:
+        image = self.transform(load_image(self.paths[idx], self.channels))
+        return image, self.labels[idx]
+
+
+class RotatedClasses(Dataset):
+    """Every (class, rotation) pair is a new class: label = class * len(rotations) + rotation index.
+
+    Used for base training only (Omniglot practice since Santoro et al. 2016 / Vinyals et al. 2016:
+    rotations by multiples of 90 degrees multiply the base classes). `torch.rot90` is exact for square images.
+    """
+
+    def __init__(self, dataset: Dataset, rotations: Sequence[int] = (0, 90, 180, 270)):
+        bad = [r for r in rotations if r % 90]
+        if bad or not rotations:
+            raise FewShotDataError(
+                f"rotations must be non-empty multiples of 90 degrees, got {list(rotations)}"
+            )
+        self.dataset = dataset
+        self.rotations = tuple(int(r) for r in rotations)
+
+    def __len__(self) -> int:
+        return len(self.dataset) * len(self.rotations)
+
+    def __getitem__(self, idx: int) -> tuple[torch.Tensor, int]:
+        base_idx, rot_idx = divmod(idx, len(self.rotations))
+        image, label = self.dataset[base_idx]
+        quarter_turns = self.rotations[rot_idx] // 90
+        return torch.rot90(image, quarter_turns, dims=(-2, -1)), label * len(self.rotations) + rot_idx
+
+
+def dataset_from_index(index: ClassFolderIndex, transform, channels: int) -> ImageListDataset:
+    """An `ImageListDataset` over every image of `index`, labels = class positions in `index`."""
+    samples = index.samples()
+    return ImageListDataset([p for p, _ in samples], [c for _, c in samples], transform, channels)
+
+
+def load_all(dataset: Dataset, batch_size: int = 256, num_workers: int = 0) -> torch.Tensor:
+    """Decode a whole dataset into one tensor (N, C, H, W), in dataset order (evaluation-time cache)."""
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers
+    )
+    return torch.cat([images for images, _ in loader]) if len(dataset) else torch.empty(0)
+
+
+def rotated_index(index: ClassFolderIndex, num_rotations: int) -> tuple[ClassFolderIndex, list[int]]:
+    """The class index seen by episodic training on `RotatedClasses(dataset_from_index(index), ...)`.
+
+    Returns:
+        (virtual index whose class c * R + r is rotation r of class c, map from its sample ids to the
+        positions in the `RotatedClasses` dataset), so that episodes can be drawn over rotated classes.
+    """
+    names, groups, files, positions = [], [], [], []
+    for class_idx, (name, group, class_files) in enumerate(zip(index.class_names, index.groups, index.files)):
+        for rot in range(num_rotations):
+            names.append(f"{name}@rot{rot}")
+            groups.append(group)
+            files.append(class_files)
+            positions += [
+                index.sample_id(class_idx, i) * num_rotations + rot for i in range(len(class_files))
+            ]
+    return ClassFolderIndex(index.root, tuple(names), tuple(groups), tuple(files)), positions

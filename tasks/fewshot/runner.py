@@ -1,0 +1,144 @@
+"""What tools/eval_fewshot.py does, as functions: load a trained net, run episodes or one fixed task."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from tasks.engine.checkpoint import extract_state_dict, load_checkpoint
+from tasks.engine.config import config_from_dict
+
+from .config import FewShotConfig
+from .data import FewShotDataError, ImageListDataset, build_transform, dataset_from_index, load_all
+from .episodes import EpisodeSpec, load_episodes, sample_episodes, save_episodes
+from .evaluation import evaluate_episodes, frozen_activations, method_input_level
+from .fixed_task import load_fixed_task, write_predictions
+from .methods import METHODS, FinetuneSettings, build_method
+from .model import FewShotNet, embed_images
+from .task import SplitData, base_num_classes, build_net_from_config
+
+
+def load_trained_net(checkpoint: str | os.PathLike, device: str = "cpu") -> tuple[FewShotNet, FewShotConfig]:
+    """Rebuild the network of a tools/train_fewshot.py checkpoint from its saved config and load it."""
+    state = load_checkpoint(checkpoint)
+    if "config" not in state:
+        raise FewShotDataError(
+            f"checkpoint {checkpoint} has no 'config': expected one written by train_fewshot"
+        )
+    cfg = config_from_dict(FewShotConfig, state["config"])
+    weights = extract_state_dict(state, checkpoint)
+    # The head size comes from the weights: the evaluating machine need not have the training data.
+    head_keys = ("head.weight", "head.linear.parametrizations.weight.original1")
+    num_classes = next((weights[k].shape[0] for k in head_keys if k in weights), 0)
+    net = build_net_from_config(cfg, num_classes)
+    net.load_state_dict(weights, strict=True)
+    return net.to(device).eval(), cfg
+
+
+def base_feature_mean(net: FewShotNet, cfg: FewShotConfig, split_data: SplitData) -> torch.Tensor:
+    """Mean embedding of the base-class images (SimpleShot centring), computed in eval mode."""
+    base = split_data.part("base")
+    images = load_all(
+        dataset_from_index(base, build_transform(cfg.data.image_size, cfg.data.channels), cfg.data.channels)
+    )
+    return embed_images(net, images).mean(dim=0)
+
+
+def run_episodes(
+    net: FewShotNet,
+    cfg: FewShotConfig,
+    split_data: SplitData,
+    methods: list[str],
+    spec: EpisodeSpec,
+    num_episodes: int,
+    *,
+    part: str = "novel",
+    episodes_file: str | os.PathLike | None = None,
+    finetune: FinetuneSettings | None = None,
+    progress=None,
+) -> dict:
+    """Evaluate `methods` on the same episodes of one split part; returns a JSON-able summary.
+
+    If `episodes_file` exists it is replayed (its spec wins); otherwise the sampled episodes are written
+    there, so any later run can replay exactly the same tasks.
+    """
+    index = split_data.part(part) if part != "all" else split_data.index
+    if episodes_file and Path(episodes_file).is_file():
+        spec, episodes = load_episodes(episodes_file, index)
+    else:
+        episodes = sample_episodes(index, spec, num_episodes)
+        if episodes_file:
+            save_episodes(episodes_file, index, spec, episodes)
+    images = load_all(
+        dataset_from_index(index, build_transform(cfg.data.image_size, cfg.data.channels), cfg.data.channels)
+    )
+    base_mean = base_feature_mean(net, cfg, split_data) if "simpleshot" in methods else None
+    results = {"part": part, "classes": index.num_classes, "spec": asdict(spec), "methods": {}}
+    for name in methods:
+        method = build_method(name, net, base_mean=base_mean, finetune=finetune)
+        outcome = evaluate_episodes(method, net, images, episodes, progress=progress)
+        summary = outcome.summary()
+        if hasattr(method, "settings"):
+            summary["finetune"] = asdict(method.settings)
+        results["methods"][name] = summary
+    return results
+
+
+def run_fixed_task(
+    net: FewShotNet,
+    cfg: FewShotConfig,
+    method_name: str,
+    support_dir: str | os.PathLike,
+    query_dir: str | os.PathLike,
+    output_csv: str | os.PathLike,
+    *,
+    finetune: FinetuneSettings | None = None,
+    base_mean: torch.Tensor | None = None,
+) -> dict:
+    """Predict the query images of one task; writes `output_csv` and returns accuracy (None if unlabelled)."""
+    if method_name not in METHODS:
+        raise FewShotDataError(f"method must be one of {list(METHODS)}, got {method_name!r}")
+    task = load_fixed_task(support_dir, query_dir)
+    transform = build_transform(cfg.data.image_size, cfg.data.channels)
+    support_images = load_all(
+        ImageListDataset(task.support_paths, task.support_labels, transform, cfg.data.channels)
+    )
+    query_images = load_all(
+        ImageListDataset(task.query_paths, [0] * len(task.query_paths), transform, cfg.data.channels)
+    )
+    method = build_method(method_name, net, base_mean=base_mean, finetune=finetune)
+    level = method_input_level(method)
+    support = frozen_activations(net, support_images, level)
+    query = frozen_activations(net, query_images, level)
+    labels = torch.tensor(task.support_labels)
+    logits = method.predict(support, labels, query, task.n_way)
+    accuracy = write_predictions(output_csv, task, logits)
+    return {
+        "method": method_name,
+        "classes": list(task.class_names),
+        "support_images": len(task.support_paths),
+        "query_images": len(task.query_paths),
+        "accuracy": accuracy,
+        "predictions": str(output_csv),
+    }
+
+
+def write_json(path: str | os.PathLike, data: dict) -> None:
+    """Write `data` as indented JSON."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        json.dump(data, handle, indent=2, default=str)
+
+
+__all__ = [
+    "base_feature_mean",
+    "base_num_classes",
+    "load_trained_net",
+    "run_episodes",
+    "run_fixed_task",
+    "write_json",
+]
