@@ -278,12 +278,17 @@ def apply_policy(
         raise DatasetError(f"{source}: {len(shown)} problem(s) found ({hint}):\n" + "\n".join(lines))
 
     bad_images = {p.image_id for p in problems if p.kind in IMAGE_PROBLEMS}
-    bad_anns = {
-        p.annotation_id
+    # Duplicate annotation ids keep their first copy (dropped below by the `seen` set), so they are not
+    # added to bad_anns, which would drop the first copy too.
+    dropped_kinds = set(ANNOTATION_PROBLEMS) - {"duplicate_annotation_id"}
+    if policy == "clip":
+        dropped_kinds.discard("outside_image")
+    bad_anns = {p.annotation_id for p in problems if p.kind in dropped_kinds}
+    actions = [
+        f"dropped {p}"
         for p in problems
-        if p.kind in ANNOTATION_PROBLEMS and not (policy == "clip" and p.kind == "outside_image")
-    }
-    actions = [f"dropped {p}" for p in problems if p.kind in IMAGE_PROBLEMS or p.annotation_id in bad_anns]
+        if p.kind in IMAGE_PROBLEMS or p.kind in dropped_kinds or p.kind == "duplicate_annotation_id"
+    ]
 
     out = copy.deepcopy(data)
     out["images"] = [img for img in out["images"] if img["id"] not in bad_images]

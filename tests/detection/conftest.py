@@ -13,7 +13,7 @@ from PIL import Image
 CATEGORIES = [{"id": 3, "name": "square"}, {"id": 7, "name": "bar"}]
 
 
-def make_coco(
+def _make_coco(
     root: Path,
     n_images: int = 6,
     sizes=((96, 128), (128, 96)),
@@ -63,13 +63,24 @@ def make_coco(
     return data
 
 
+def _write_json(path: Path, data: dict) -> Path:
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.fixture
+def make_coco():
+    """The dataset writer (tests import nothing from conftest under importlib mode)."""
+    return _make_coco
+
+
+@pytest.fixture
+def write_json():
+    return _write_json
+
+
 @pytest.fixture
 def coco_root(tmp_path: Path) -> Path:
     """A clean 6-image dataset (2 classes with ids 3 and 7) plus one image without objects."""
-    make_coco(tmp_path / "coco", n_images=6, empty_images=1)
+    _make_coco(tmp_path / "coco", n_images=6, empty_images=1)
     return tmp_path / "coco"
-
-
-def write_json(path: Path, data: dict) -> Path:
-    path.write_text(json.dumps(data))
-    return path
