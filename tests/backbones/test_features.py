@@ -95,3 +95,13 @@ def test_variant_options_take_effect():
     assert rates == sorted(rates) and rates[-1] == pytest.approx(0.2)
     assert isinstance(ResNet(50, stem_type="deep", avg_down=True).layer2[0].downsample[0], torch.nn.AvgPool2d)
     assert ResNet(18, stem_type="small").conv1.kernel_size == (3, 3)
+
+
+def test_backbone_demo_prints_every_depth(capsys):
+    from tools import demo_backbone
+
+    assert demo_backbone.main(["--size", "64", "--frozen-stages", "2"]) == 0
+    output = capsys.readouterr().out
+    for depth in (18, 34, 50, 101, 152):
+        assert f"ResNet-{depth}:" in output
+    assert "layer4 (1, 2048, 2, 2)" in output and "frozen_stages=2" in output
