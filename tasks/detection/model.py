@@ -138,6 +138,9 @@ def build_faster_rcnn(
             f"anchor_sizes has {len(anchor_sizes)} entries but the FPN has {len(body.feature_names)} "
             f"levels {body.feature_names} (strides {body.strides}); give one tuple per level"
         )
+    if len({len(sizes) for sizes in anchor_sizes}) != 1:
+        # torchvision's RPNHead is one conv shared by all levels: every level needs as many anchors.
+        raise ValueError(f"anchor_sizes must give every level the same number of sizes, got {anchor_sizes}")
     anchors = AnchorGenerator(anchor_sizes, (tuple(float(r) for r in aspect_ratios),) * len(anchor_sizes))
     roi_pool = MultiScaleRoIAlign(
         body.level_names, output_size=roi_output_size, sampling_ratio=roi_sampling_ratio
