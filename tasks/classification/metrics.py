@@ -35,15 +35,13 @@ def precision_recall(cm: Tensor) -> tuple[Tensor, Tensor]:
 
 def plot_confusion_matrix(cm: Tensor, classes: Sequence[str], path: str | Path, title: str = "") -> None:
     """Save the row-normalised confusion matrix as a PNG (counts printed for up to 20 classes)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # object API: no pyplot/GUI state, fast import
 
     n = len(classes)
     norm = cm.double() / cm.sum(1, keepdim=True).clamp(min=1)
     size = min(2 + 0.45 * n, 20)
-    fig, ax = plt.subplots(figsize=(size + 1, size), dpi=100)
+    fig = Figure(figsize=(size + 1, size), dpi=100)
+    ax = fig.subplots()
     image = ax.imshow(norm.numpy(), cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(image, ax=ax, fraction=0.046)
     if n <= 50:
@@ -59,4 +57,3 @@ def plot_confusion_matrix(cm: Tensor, classes: Sequence[str], path: str | Path, 
     ax.set_title(title or "confusion matrix")
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)

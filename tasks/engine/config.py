@@ -66,6 +66,7 @@ class TrainConfig:
     max_steps_per_epoch: int = 0  # optimizer steps per epoch; 0 = full epoch (small values for tests/demo)
     checkpoint_every_steps: int = 0  # also write last.pt every N optimizer steps (mid-epoch resume)
     tensorboard: bool = True  # log to TensorBoard when the package is installed
+    plots: bool = True  # redraw curves.png (loss, lr, main metric) after every epoch
 
 
 @dataclass
@@ -218,6 +219,12 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):
+            # PyYAML (YAML 1.1) reads `1e-3` as a string; accept any float literal for float fields.
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)

@@ -68,39 +68,36 @@ class RunLogger:
             self.writer.flush()
 
     def plot(self) -> None:
-        """Redraw loss.png, lr.png and <main metric>.png from the whole history."""
-        import matplotlib
+        """Redraw `curves.png`: loss (train/val), learning rate and the main metric, from the whole history.
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        Uses matplotlib's object API (no pyplot): no GUI backend, no global figure state, and much faster
+        to import inside a training process.
+        """
+        from matplotlib.figure import Figure
 
-        rows = [r for r in self.history() if r.get("kind") == "epoch"]
-        steps = [r for r in self.history() if r.get("kind") == "step"]
+        history = self.history()
+        rows = [r for r in history if r.get("kind") == "epoch"]
+        steps = [r for r in history if r.get("kind") == "step"]
         if not rows:
             return
-        panels = {
-            "loss": [("train/loss", "train"), ("val/loss", "val")],
-            "lr": [("lr", "lr")],
-            self.main_metric.replace("/", "_"): [(f"val/{self.main_metric}", self.main_metric)],
-        }
-        for name, series in panels.items():
-            fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
-            drawn = False
-            source = steps if name == "lr" and steps else rows
-            xkey = "step" if source is steps else "epoch"
+        panels = [
+            ("loss", rows, "epoch", [("train/loss", "train"), ("val/loss", "val")]),
+            ("learning rate", steps or rows, "step" if steps else "epoch", [("lr", "lr")]),
+            (self.main_metric, rows, "epoch", [(f"val/{self.main_metric}", "val")]),
+        ]
+        fig = Figure(figsize=(13, 3.4), dpi=90)
+        axes = fig.subplots(1, 3)
+        for ax, (title, source, xkey, series) in zip(axes, panels):
             for key, label in series:
                 points = [(r[xkey], r[key]) for r in source if isinstance(r.get(key), (int, float))]
                 if points:
                     ax.plot(*zip(*points), marker="o" if len(points) < 30 else None, label=label)
-                    drawn = True
-            if drawn:
-                ax.set_xlabel(xkey)
-                ax.set_title(name)
-                ax.grid(alpha=0.3)
-                ax.legend()
-                fig.tight_layout()
-                fig.savefig(self.run_dir / f"{name}.png")
-            plt.close(fig)
+                    ax.legend()
+            ax.set_xlabel(xkey)
+            ax.set_title(title)
+            ax.grid(alpha=0.3)
+        fig.subplots_adjust(left=0.05, right=0.98, bottom=0.16, top=0.9, wspace=0.25)
+        fig.savefig(self.run_dir / "curves.png")
 
     def close(self) -> None:
         if self.writer is not None:

@@ -487,7 +487,8 @@ class Trainer:
             self._save(loop, {**last_metrics, **metrics}, names)
             if self.logger is not None:
                 self.logger.write(record, loop["global_step"])
-                self.logger.plot()
+                if t.plots:
+                    self.logger.plot()
                 log.info(
                     "epoch %d/%d %s",
                     epoch,
