@@ -38,7 +38,8 @@ def test_base_inheritance_and_overrides(tmp_path):
     write(tmp_path / "model.yaml", "model:\n  arch: resnet50\n")
     cfg_file = write(
         tmp_path / "exp.yaml",
-        "_base_: [runtime.yaml, model.yaml]\ntrain:\n  lr: 0.1\n  milestones: [3, 6]\nmodel:\n  out_indices: [2, 4]\n",
+        "_base_: [runtime.yaml, model.yaml]\ntrain:\n  lr: 0.1\n  milestones: [3, 6]\n"
+        "model:\n  out_indices: [2, 4]\n",
     )
     cfg = load_config(
         cfg_file, ["train.epochs=3", "model.weights=null", "train.lr=1e-3", "model.scales=[1, 2.5]"], Cfg
