@@ -213,7 +213,8 @@ def build_loss(mode: str, name: str = "dice_ce", ignore_index: int = 255, dice_w
     if name.startswith("dice"):
         terms.append((dice_weight, DiceLoss(mode, from_logits=True, ignore_index=ignore_index)))
     if name in ("dice_ce", "ce"):
-        ce: nn.Module = (SoftCrossEntropyLoss(ignore_index=ignore_index) if mode == "multiclass"
+        # smp 0.6's SoftCrossEntropyLoss fails with its default smooth_factor=None: pass 0.0 explicitly.
+        ce: nn.Module = (SoftCrossEntropyLoss(smooth_factor=0.0, ignore_index=ignore_index) if mode == "multiclass"
                          else SoftBCEWithLogitsLoss(ignore_index=ignore_index))
         terms.append((ce_weight, ce))
     if name in ("dice_focal", "focal"):

@@ -1,0 +1,79 @@
+"""Folder-of-images prediction: load a run's model, predict each image, write PNG masks and overlays."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from tasks.engine.checkpoint import load_checkpoint
+from tasks.engine.config import config_from_dict
+
+from .config import SegRunConfig
+from .data import resolve_spec
+from .image_io import IMAGE_SUFFIXES, SegmentationDataError, dtype_max, read_image
+from .inference import logits_to_labels, predict_logits
+from .model import build_unet
+from .overlay import save_overlay
+from .transforms import normalize
+
+
+def load_model_from_checkpoint(path: str | Path) -> tuple[torch.nn.Module, SegRunConfig]:
+    """Rebuild the U-Net from the config stored in a checkpoint and load its weights (EMA if present)."""
+    ckpt = load_checkpoint(path)
+    if "config" not in ckpt or "model" not in ckpt:
+        raise SegmentationDataError(f"{path}: not a training checkpoint of tools/train_seg.py "
+                                    "(needs 'config' and 'model' entries)")
+    config = ckpt["config"]
+    # The checkpoint's config went through JSON, which turns the int keys of data.value_map into strings.
+    value_map = config.get("data", {}).get("value_map") or {}
+    config["data"]["value_map"] = {int(k): v for k, v in value_map.items()} if value_map else {}
+    cfg = config_from_dict(SegRunConfig, config)
+    model = build_unet(cfg.model)
+    model.load_state_dict(ckpt["ema"] if cfg.train.ema and ckpt.get("ema") else ckpt["model"])
+    return model.eval(), cfg
+
+
+def predict_folder(checkpoint: str | Path, input_dir: str | Path, output_dir: str | Path,
+                   tile_size: Sequence[int] | None = None, overlays: bool = True, device: str = "cpu") -> list[Path]:
+    """Predict every image of ``input_dir``; write ``<stem>.png`` label masks (and overlays/) to output_dir.
+
+    Mask values are the raw values of the training value map (e.g. 0/255 for a binary 0/255 dataset), so
+    predictions look like the training masks; without a value map they are the class indices.
+
+    Returns:
+        The written mask paths.
+    """
+    model, cfg = load_model_from_checkpoint(checkpoint)
+    model.to(device)
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    files = sorted(p for p in input_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if input_dir.is_dir() else []
+    if not files:
+        raise SegmentationDataError(f"{input_dir}: no images ending in {list(IMAGE_SUFFIXES)}")
+    d = cfg.data
+    class_to_value = {c: c for c in range(cfg.model.num_classes)}
+    if d.value_map:
+        class_to_value = {c: v for v, c in sorted(d.value_map.items(), reverse=True)}  # smallest raw value wins
+    elif d.manifest and d.root:
+        spec = resolve_spec(d, cfg.model.num_classes)
+        class_to_value = {c: v for v, c in sorted(spec.lookup().items(), reverse=True)}
+    lut = np.array([class_to_value.get(c, c) for c in range(max(cfg.model.num_classes, 256))], np.int64)
+    dtype = np.uint16 if lut.max() > 255 else np.uint8
+    tiles = cfg.eval.tile_size if tile_size is None else tile_size
+    written = []
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        image = normalize(read_image(path, cfg.model.in_chans), d.normalization, dtype_max(path), d.ct_window)
+        x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].to(device)
+        with torch.no_grad():
+            logits = predict_logits(model, x, tiles, cfg.eval.tile_overlap)
+        labels = logits_to_labels(logits, cfg.model.mode, cfg.eval.threshold, cfg.model.regions)[0].cpu().numpy()
+        out = output_dir / f"{path.stem}.png"
+        Image.fromarray(lut[labels].astype(dtype)).save(out)
+        written.append(out)
+        if overlays:
+            save_overlay(output_dir / "overlays" / f"{path.stem}.png", image, labels)
+    return written

@@ -1,0 +1,40 @@
+"""Predict segmentation masks for a folder of images with a trained U-Net.
+
+    python tools/predict_seg.py runs/segmentation/checkpoints/best.pt IMAGES_DIR OUT_DIR [--tile 512 512]
+
+Writes OUT_DIR/<stem>.png (mask values as in the training masks, e.g. 0/255) and OUT_DIR/overlays/<stem>.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from tasks.segmentation.predict import predict_folder  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Folder of images -> PNG masks (+ overlays).")
+    parser.add_argument("checkpoint", help="checkpoint written by tools/train_seg.py (best.pt / last.pt)")
+    parser.add_argument("input_dir", help="folder of PNG/JPG/TIFF/BMP images")
+    parser.add_argument("output_dir", help="where masks and overlays/ go")
+    parser.add_argument("--tile", type=int, nargs=2, default=None, metavar=("H", "W"),
+                        help="sliding-window tile size (default: the run's eval.tile_size)")
+    parser.add_argument("--no-overlays", action="store_true", help="write masks only")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    try:
+        written = predict_folder(args.checkpoint, args.input_dir, args.output_dir, args.tile,
+                                 overlays=not args.no_overlays, device=args.device)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(written)} masks to {args.output_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
