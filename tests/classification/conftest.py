@@ -1,0 +1,67 @@
+"""Tiny synthetic image datasets written to tmp_path (the suite never needs /work/shared)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+COLORS = {"ants": (200, 40, 40), "bees": (40, 40, 200), "wasps": (40, 200, 40)}
+
+
+def write_image_folder(root: Path, per_class: int = 6, size: int = 24, classes=("ants", "bees"), seed=0) -> Path:
+    """ROOT/<class>/<i>.png with a class colour plus noise: learnable in a few steps."""
+    rng = np.random.default_rng(seed)
+    for name in classes:
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = np.array(COLORS[name]) + rng.normal(0, 30, (size, size, 3))
+            Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(folder / f"{name}_{i}.png")
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    return write_image_folder(tmp_path / "images")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny images: one OpenMP thread avoids sync overhead on a busy 2-core runner."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def tiny_overrides(root: Path, out: Path, *extra: str) -> list[str]:
+    """Overrides that make any classification config run in about a second."""
+    return [
+        f"data.root={root}",
+        f"output_dir={out}",
+        "data.image_size=32",
+        "data.resize_size=32",
+        "train.epochs=1",
+        "train.batch_size=4",
+        "train.num_workers=0",
+        "train.warmup_epochs=0",
+        "train.channels_last=false",
+        "train.plots=false",
+        "train.tensorboard=false",
+        "device=cpu",
+        *extra,
+    ]
+
+
+@pytest.fixture
+def tiny():
+    return tiny_overrides
+
+
+@pytest.fixture
+def make_folder():
+    return write_image_folder
