@@ -12,7 +12,9 @@ from PIL import Image
 COLORS = {"ants": (200, 40, 40), "bees": (40, 40, 200), "wasps": (40, 200, 40)}
 
 
-def write_image_folder(root: Path, per_class: int = 6, size: int = 24, classes=("ants", "bees"), seed=0) -> Path:
+def write_image_folder(
+    root: Path, per_class: int = 6, size: int = 24, classes=("ants", "bees"), seed=0
+) -> Path:
     """ROOT/<class>/<i>.png with a class colour plus noise: learnable in a few steps."""
     rng = np.random.default_rng(seed)
     for name in classes:

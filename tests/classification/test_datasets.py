@@ -94,7 +94,9 @@ def test_csv_missing_file_names_the_row(image_folder, tmp_path):
 def test_csv_unknown_label_is_an_error(image_folder, tmp_path):
     train_csv = write_csv(tmp_path / "train.csv", [("ants/ants_0.png", "ants"), ("bees/bees_0.png", "bees")])
     val_csv = write_csv(tmp_path / "val.csv", [("ants/ants_1.png", "wasps")])
-    with pytest.raises(DataError, match=r"val.csv:2: label 'wasps' is not in the class list \['ants', 'bees'\]"):
+    with pytest.raises(
+        DataError, match=r"val.csv:2: label 'wasps' is not in the class list \['ants', 'bees'\]"
+    ):
         task_for(image_folder, format="csv", train_csv=str(train_csv), val_csv=str(val_csv)).build_datasets()
 
 

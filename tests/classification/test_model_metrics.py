@@ -22,8 +22,9 @@ def test_linear_head_matches_torchvision_resnet18():
 
 
 def test_cosine_head_and_frozen_stages():
-    cfg = ClsModelConfig(arch="resnet18", head="cosine", cosine_scale=10.0, frozen_stages=2, pool="catavgmax",
-                         dropout=0.5)
+    cfg = ClsModelConfig(
+        arch="resnet18", head="cosine", cosine_scale=10.0, frozen_stages=2, pool="catavgmax", dropout=0.5
+    )
     model = build_classifier(cfg, num_classes=3)
     with torch.no_grad():
         logits = model.eval()(torch.randn(2, 3, 32, 32))

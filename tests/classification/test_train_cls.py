@@ -5,7 +5,6 @@ import importlib.util
 import json
 from pathlib import Path
 
-import pytest
 import torch
 import torchvision
 
@@ -41,8 +40,16 @@ def test_train_eval_resume_cycle(image_folder, tmp_path, tiny, capsys):
     out = tmp_path / "run"
     config = str(CONFIGS / "resnet18_imagefolder.yaml")
     assert train_cls([config, *tiny(image_folder, out, "data.val_ratio=0.5")]) == 0
-    for name in ("config.yaml", "metrics.jsonl", "summary.json", "predictions.csv", "per_class.csv",
-                 "confusion_matrix.png", "checkpoints/last.pt", "checkpoints/best.pt"):
+    for name in (
+        "config.yaml",
+        "metrics.jsonl",
+        "summary.json",
+        "predictions.csv",
+        "per_class.csv",
+        "confusion_matrix.png",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+    ):
         assert (out / name).is_file(), name
     with (out / "predictions.csv").open() as handle:
         rows = list(csv.DictReader(handle))
@@ -55,7 +62,9 @@ def test_train_eval_resume_cycle(image_folder, tmp_path, tiny, capsys):
     assert evaluation["weights"].endswith("best.pt") and 0.0 <= evaluation["top1"] <= 1.0
     assert evaluation["top5"] == 1.0  # 2 classes
 
-    assert train_cls([config, *tiny(image_folder, out, "data.val_ratio=0.5", "train.epochs=2"), "--resume"]) == 0
+    assert (
+        train_cls([config, *tiny(image_folder, out, "data.val_ratio=0.5", "train.epochs=2"), "--resume"]) == 0
+    )
     assert load_checkpoint(out / "checkpoints" / "last.pt")["step"] == 2
 
     capsys.readouterr()
@@ -77,8 +86,13 @@ def test_bad_data_and_config_fail_before_training(image_folder, tmp_path, tiny, 
 
 def test_cifar_config_with_mixup_and_cosine_head(tmp_path, make_folder, tiny):
     root = make_folder(tmp_path / "c", per_class=4, size=32, classes=("ants", "bees", "wasps"))
-    extra = ("data.mixup_alpha=0.2", "data.cutmix_alpha=1.0", "model.head=cosine", "train.max_steps_per_epoch=1",
-             "model.label_smoothing=0.1")
+    extra = (
+        "data.mixup_alpha=0.2",
+        "data.cutmix_alpha=1.0",
+        "model.head=cosine",
+        "train.max_steps_per_epoch=1",
+        "model.label_smoothing=0.1",
+    )
     assert train_cls([str(CONFIGS / "resnet18_cifar.yaml"), *tiny(root, tmp_path / "run", *extra)]) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["global_step"] == 1 and summary["last"]["train/loss"] > 0
@@ -88,7 +102,10 @@ def test_finetune_config_freezes_stages_loaded_from_a_weights_file(image_folder,
     weights = tmp_path / "r50.pth"
     torch.save(torchvision.models.resnet50().state_dict(), weights)
     extra = (f"model.weights={weights}", "train.max_steps_per_epoch=2", "train.ema=false")
-    assert train_cls([str(CONFIGS / "resnet50_finetune.yaml"), *tiny(image_folder, tmp_path / "run", *extra)]) == 0
+    assert (
+        train_cls([str(CONFIGS / "resnet50_finetune.yaml"), *tiny(image_folder, tmp_path / "run", *extra)])
+        == 0
+    )
     start = torch.load(weights, weights_only=True)
     final = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["model"]
     for key in ("conv1.weight", "layer3.5.conv3.weight", "layer3.5.bn3.running_mean"):
