@@ -21,14 +21,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoint", help="checkpoint written by tools/train_seg.py (best.pt / last.pt)")
     parser.add_argument("input_dir", help="folder of PNG/JPG/TIFF/BMP images")
     parser.add_argument("output_dir", help="where masks and overlays/ go")
-    parser.add_argument("--tile", type=int, nargs=2, default=None, metavar=("H", "W"),
-                        help="sliding-window tile size (default: the run's eval.tile_size)")
+    parser.add_argument(
+        "--tile",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("H", "W"),
+        help="sliding-window tile size (default: the run's eval.tile_size)",
+    )
     parser.add_argument("--no-overlays", action="store_true", help="write masks only")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     try:
-        written = predict_folder(args.checkpoint, args.input_dir, args.output_dir, args.tile,
-                                 overlays=not args.no_overlays, device=args.device)
+        written = predict_folder(
+            args.checkpoint,
+            args.input_dir,
+            args.output_dir,
+            args.tile,
+            overlays=not args.no_overlays,
+            device=args.device,
+        )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -89,7 +89,9 @@ class SegEvalConfig:
     empty_rule: str = "nan"  # nan | one (metrics when ground truth and prediction are both empty)
     hd95: bool = True
     background_class: int | None = 0  # left out of dice_mean (None: average all classes)
-    tile_size: list[int] = field(default_factory=list)  # [] = whole image (padded to stride); else sliding window
+    tile_size: list[int] = field(
+        default_factory=list
+    )  # [] = whole image (padded to stride); else sliding window
     tile_overlap: float = 0.5
     overlays: int = 4  # PNG overlays written per evaluation
 

@@ -53,19 +53,28 @@ def resolve_spec(data_cfg, num_classes: int) -> DatasetSpec:
     if data_cfg.manifest:
         if data_cfg.class_names or data_cfg.value_map:
             raise SegmentationDataError(
-                f"data.class_names/data.value_map are set and data.manifest={data_cfg.manifest!r} defines them "
-                "too; keep one source")
+                f"data.class_names/data.value_map are set and data.manifest={data_cfg.manifest!r} defines "
+                "them too; keep one source"
+            )
         manifest_path = Path(data_cfg.manifest)
         spec = load_manifest(manifest_path if manifest_path.is_absolute() else root / manifest_path)
     else:
         names = list(data_cfg.class_names) or [f"class{i}" for i in range(num_classes)]
-        spec = DatasetSpec(class_names=names, value_map=dict(data_cfg.value_map), images_dir=data_cfg.images_dir,
-                           masks_dir=data_cfg.masks_dir, file_ending=data_cfg.file_ending,
-                           mask_suffix=data_cfg.mask_suffix, spacing=list(data_cfg.spacing) or None,
-                           format=data_cfg.format)
+        spec = DatasetSpec(
+            class_names=names,
+            value_map=dict(data_cfg.value_map),
+            images_dir=data_cfg.images_dir,
+            masks_dir=data_cfg.masks_dir,
+            file_ending=data_cfg.file_ending,
+            mask_suffix=data_cfg.mask_suffix,
+            spacing=list(data_cfg.spacing) or None,
+            format=data_cfg.format,
+        )
     if spec.num_classes != num_classes:
-        raise SegmentationDataError(f"the dataset has {spec.num_classes} classes {spec.class_names} but "
-                                    f"model.num_classes={num_classes}")
+        raise SegmentationDataError(
+            f"the dataset has {spec.num_classes} classes {spec.class_names} but "
+            f"model.num_classes={num_classes}"
+        )
     bad = {k: v for k, v in spec.lookup().items() if not 0 <= v < num_classes}
     if bad:
         raise SegmentationDataError(f"value_map {bad} points outside the class indices 0..{num_classes - 1}")
@@ -92,8 +101,9 @@ def _list_files(folder: Path, endings: Sequence[str], what: str) -> dict[str, Pa
         if stem is None:
             continue
         if stem in found:
-            raise SegmentationDataError(f"{folder}: two {what} files with the stem {stem!r}: "
-                                        f"{found[stem].name} and {path.name}")
+            raise SegmentationDataError(
+                f"{folder}: two {what} files with the stem {stem!r}: {found[stem].name} and {path.name}"
+            )
         found[stem] = path
     if not found:
         raise SegmentationDataError(f"{folder}: no {what} files ending in {list(endings)}")
@@ -111,14 +121,20 @@ def _case_id(stem: str, spec: DatasetSpec, case_pattern: str) -> str:
     if case_pattern:
         match = re.search(case_pattern, stem)
         if match is None or not match.groups():
-            raise SegmentationDataError(f"data.case_pattern {case_pattern!r} (needs one group) does not match "
-                                        f"the image stem {stem!r}")
+            raise SegmentationDataError(
+                f"data.case_pattern {case_pattern!r} (needs one group) does not match the image stem {stem!r}"
+            )
         return match.group(1)
     return stem
 
 
-def _pair(images: dict[str, Path | tuple[Path, ...]], masks: dict[str, Path], spec: DatasetSpec,
-          image_dir: Path, mask_dir: Path) -> list[tuple[str, Path | tuple[Path, ...], Path]]:
+def _pair(
+    images: dict[str, Path | tuple[Path, ...]],
+    masks: dict[str, Path],
+    spec: DatasetSpec,
+    image_dir: Path,
+    mask_dir: Path,
+) -> list[tuple[str, Path | tuple[Path, ...], Path]]:
     mask_by_image_stem = {}
     for mask_stem, path in masks.items():
         if spec.mask_suffix and not mask_stem.endswith(spec.mask_suffix):
@@ -127,16 +143,20 @@ def _pair(images: dict[str, Path | tuple[Path, ...]], masks: dict[str, Path], sp
     no_mask = set(images) - set(mask_by_image_stem)
     no_image = set(mask_by_image_stem) - set(images)
     if no_mask:
-        raise SegmentationDataError(f"{len(no_mask)} image(s) in {image_dir} have no mask in {mask_dir} "
-                                    f"(expected <stem>{spec.mask_suffix}<ending>): {_names(no_mask)}")
+        raise SegmentationDataError(
+            f"{len(no_mask)} image(s) in {image_dir} have no mask in {mask_dir} "
+            f"(expected <stem>{spec.mask_suffix}<ending>): {_names(no_mask)}"
+        )
     if no_image:
-        raise SegmentationDataError(f"{len(no_image)} mask(s) in {mask_dir} have no image in {image_dir}: "
-                                    f"{_names(no_image)}")
+        raise SegmentationDataError(
+            f"{len(no_image)} mask(s) in {mask_dir} have no image in {image_dir}: {_names(no_image)}"
+        )
     return [(stem, images[stem], mask_by_image_stem[stem]) for stem in sorted(images)]
 
 
-def discover_records(root: str | Path, spec: DatasetSpec, in_chans: int, case_pattern: str = "",
-                     nifti_axis: int = 2) -> list[Record]:
+def discover_records(
+    root: str | Path, spec: DatasetSpec, in_chans: int, case_pattern: str = "", nifti_axis: int = 2
+) -> list[Record]:
     """Match images and masks by stem and expand NIfTI volumes into slices (headers only, no pixels).
 
     Raises:
@@ -154,14 +174,17 @@ def discover_records(root: str | Path, spec: DatasetSpec, in_chans: int, case_pa
     for stem, image, mask in _pair(images, masks, spec, image_dir, mask_dir):
         image_hw, mask_hw = image_size(image), image_size(mask)
         if image_hw != mask_hw:
-            raise SegmentationDataError(f"{image} is {image_hw[0]}x{image_hw[1]} (HxW) but its mask {mask} is "
-                                        f"{mask_hw[0]}x{mask_hw[1]}")
+            raise SegmentationDataError(
+                f"{image} is {image_hw[0]}x{image_hw[1]} (HxW) but its mask {mask} is "
+                f"{mask_hw[0]}x{mask_hw[1]}"
+            )
         records.append(Record(stem, (image,), mask, _case_id(stem, spec, case_pattern)))
     return records
 
 
-def _discover_nifti(image_dir: Path, mask_dir: Path, spec: DatasetSpec, in_chans: int, case_pattern: str,
-                    axis: int) -> list[Record]:
+def _discover_nifti(
+    image_dir: Path, mask_dir: Path, spec: DatasetSpec, in_chans: int, case_pattern: str, axis: int
+) -> list[Record]:
     endings = (spec.file_ending,) if spec.file_ending else NIFTI_ENDINGS
     channels: dict[str, dict[int, Path]] = {}
     for stem, path in _list_files(image_dir, endings, "image").items():
@@ -171,8 +194,10 @@ def _discover_nifti(image_dir: Path, mask_dir: Path, spec: DatasetSpec, in_chans
     images: dict[str, tuple[Path, ...]] = {}
     for case, files in channels.items():
         if sorted(files) != list(range(in_chans)):
-            raise SegmentationDataError(f"{image_dir}: volume {case!r} has channel files {sorted(files)}, "
-                                        f"expected {list(range(in_chans))} (model.in_chans={in_chans})")
+            raise SegmentationDataError(
+                f"{image_dir}: volume {case!r} has channel files {sorted(files)}, "
+                f"expected {list(range(in_chans))} (model.in_chans={in_chans})"
+            )
         images[case] = tuple(files[c] for c in range(in_chans))
     masks = _list_files(mask_dir, endings, "mask")
     if axis not in (0, 1, 2):
@@ -182,8 +207,9 @@ def _discover_nifti(image_dir: Path, mask_dir: Path, spec: DatasetSpec, in_chans
         mask_shape = volume_shape(mask)
         for path in paths:
             if volume_shape(path) != mask_shape:
-                raise SegmentationDataError(f"{path} has shape {volume_shape(path)} but its mask {mask} has "
-                                            f"{mask_shape}")
+                raise SegmentationDataError(
+                    f"{path} has shape {volume_shape(path)} but its mask {mask} has {mask_shape}"
+                )
         case = _case_id(stem, spec, case_pattern)
         records += [Record(stem, paths, mask, case, k) for k in range(mask_shape[axis])]
     return records
@@ -197,15 +223,19 @@ def map_mask(raw: np.ndarray, lookup: dict[int, int], path: Path | str) -> np.nd
     values = np.unique(raw)
     missing = [int(v) for v in values if int(v) not in lookup]
     if missing:
-        raise SegmentationDataError(f"{path}: mask values {missing[:10]} are not in the class map "
-                                    f"{dict(sorted(lookup.items()))} (set data.value_map or the manifest)")
+        raise SegmentationDataError(
+            f"{path}: mask values {missing[:10]} are not in the class map "
+            f"{dict(sorted(lookup.items()))} (set data.value_map or the manifest)"
+        )
     out = np.empty(raw.shape, np.uint8)
     for value in values:
         out[raw == value] = lookup[int(value)]
     return out
 
 
-def validate_mask_values(records: Sequence[Record], spec: DatasetSpec, cache: VolumeCache | None = None) -> None:
+def validate_mask_values(
+    records: Sequence[Record], spec: DatasetSpec, cache: VolumeCache | None = None
+) -> None:
     """Read every mask once and check its values against the class map (before training starts)."""
     lookup = spec.lookup()
     seen: set[Path] = set()
@@ -213,8 +243,11 @@ def validate_mask_values(records: Sequence[Record], spec: DatasetSpec, cache: Vo
         if record.mask in seen:
             continue
         seen.add(record.mask)
-        raw = (cache or VolumeCache(1)).get(record.mask)[0] if record.slice_index is not None else read_mask(
-            record.mask)
+        raw = (
+            (cache or VolumeCache(1)).get(record.mask)[0]
+            if record.slice_index is not None
+            else read_mask(record.mask)
+        )
         if not np.issubdtype(raw.dtype, np.integer):
             if not np.array_equal(raw, np.round(raw)):
                 raise SegmentationDataError(f"{record.mask}: label volume holds non-integer values")
@@ -242,8 +275,10 @@ def split_by_case(records: Sequence[Record], val_fraction: float, seed: int) -> 
     if val_fraction == 0.0:
         return list(range(len(records))), []
     if len(cases) < 2:
-        raise SegmentationDataError(f"cannot hold out a validation split from {len(cases)} case(s); "
-                                    "set data.val_fraction=0 or add cases")
+        raise SegmentationDataError(
+            f"cannot hold out a validation split from {len(cases)} case(s); "
+            "set data.val_fraction=0 or add cases"
+        )
     order = np.random.default_rng(seed).permutation(len(cases))
     n_val = min(len(cases) - 1, max(1, round(val_fraction * len(cases))))
     val_cases = {cases[i] for i in order[:n_val]}
@@ -272,9 +307,17 @@ class SegmentationDataset(Dataset):
         cache_volumes: decoded NIfTI volumes kept in memory.
     """
 
-    def __init__(self, records: Sequence[Record], spec: DatasetSpec, in_chans: int, normalization: str,
-                 ct_window: Sequence[float] = (40.0, 400.0), transform=None, axis: int = 2,
-                 cache_volumes: int = 4) -> None:
+    def __init__(
+        self,
+        records: Sequence[Record],
+        spec: DatasetSpec,
+        in_chans: int,
+        normalization: str,
+        ct_window: Sequence[float] = (40.0, 400.0),
+        transform=None,
+        axis: int = 2,
+        cache_volumes: int = 4,
+    ) -> None:
         self.records = list(records)
         self.spec = spec
         self.in_chans = in_chans
@@ -307,7 +350,9 @@ class SegmentationDataset(Dataset):
             volume = self._volumes.get(path)[0].astype(np.float32)
             if len(self._normalized) >= self._cache_volumes:
                 self._normalized.pop(next(iter(self._normalized)))
-            self._normalized[path] = normalize(volume[..., None], self.normalization, 1.0, self.ct_window)[..., 0]
+            self._normalized[path] = normalize(volume[..., None], self.normalization, 1.0, self.ct_window)[
+                ..., 0
+            ]
         return self._normalized[path]
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -318,13 +363,19 @@ class SegmentationDataset(Dataset):
             image = normalize(image, self.normalization, dtype_max(record.images[0]), self.ct_window)
             raw = read_mask(record.mask)
         else:
-            image = np.stack([take_slice(self._normalized_volume(p), self.axis, record.slice_index)
-                              for p in record.images], axis=-1)
+            image = np.stack(
+                [
+                    take_slice(self._normalized_volume(p), self.axis, record.slice_index)
+                    for p in record.images
+                ],
+                axis=-1,
+            )
             raw = take_slice(self._volumes.get(record.mask)[0], self.axis, record.slice_index)
             raw = np.round(raw).astype(np.int64)
         if image.shape[:2] != raw.shape:
-            raise SegmentationDataError(f"{record.images[0]}: image {image.shape[:2]} and mask {raw.shape} sizes "
-                                        "differ")
+            raise SegmentationDataError(
+                f"{record.images[0]}: image {image.shape[:2]} and mask {raw.shape} sizes differ"
+            )
         return np.ascontiguousarray(image, dtype=np.float32), map_mask(raw, self.lookup, record.mask)
 
     def __getitem__(self, index: int) -> dict:
@@ -350,5 +401,9 @@ def pad_collate(batch: list[dict]) -> dict:
         h, w = sample["mask"].shape
         images[i, :, :h, :w] = sample["image"]
         masks[i, :h, :w] = sample["mask"]
-    return {"image": images, "mask": masks, "index": torch.tensor([s["index"] for s in batch]),
-            "size": torch.stack([torch.tensor(s["mask"].shape) for s in batch])}
+    return {
+        "image": images,
+        "mask": masks,
+        "index": torch.tensor([s["index"] for s in batch]),
+        "size": torch.stack([torch.tensor(s["mask"].shape) for s in batch]),
+    }

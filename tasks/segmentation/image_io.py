@@ -64,7 +64,8 @@ def read_image(path: str | Path, in_chans: int) -> np.ndarray:
         if alpha.min() != alpha.max():
             raise SegmentationDataError(
                 f"{path}: RGBA image with transparent pixels; flatten it onto a background first "
-                "(only a fully opaque alpha channel is dropped automatically)")
+                "(only a fully opaque alpha channel is dropped automatically)"
+            )
         array = array[..., :3]
     elif array.shape[-1] == 2:  # grayscale + alpha ("LA")
         array = array[..., :1]
@@ -112,11 +113,13 @@ def read_mask(path: str | Path) -> np.ndarray:
     array = np.array(img)  # mode "P" keeps palette indices: the usual VOC-style class masks
     if array.ndim == 3:
         colour = array[..., :3]
-        if not (np.array_equal(colour[..., 0], colour[..., 1])
-                and np.array_equal(colour[..., 0], colour[..., 2])):
+        if not (
+            np.array_equal(colour[..., 0], colour[..., 1]) and np.array_equal(colour[..., 0], colour[..., 2])
+        ):
             raise SegmentationDataError(
                 f"{path}: mask is a colour image; save it as a single-channel (grayscale or palette) image "
-                "whose values are class ids")
+                "whose values are class ids"
+            )
         array = colour[..., 0]
     if array.dtype == bool:
         array = array.astype(np.uint8)

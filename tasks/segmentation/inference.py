@@ -31,8 +31,13 @@ def gaussian_weights(tile: Sequence[int], sigma_scale: float = 1 / 8) -> torch.T
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, image: torch.Tensor, tile_size: Sequence[int] = (),
-                   overlap: float = 0.5, batch_size: int = 4) -> torch.Tensor:
+def predict_logits(
+    model: nn.Module,
+    image: torch.Tensor,
+    tile_size: Sequence[int] = (),
+    overlap: float = 0.5,
+    batch_size: int = 4,
+) -> torch.Tensor:
     """Logits for a batch of images (N, C, H, W) at full resolution.
 
     Args:
@@ -47,29 +52,34 @@ def predict_logits(model: nn.Module, image: torch.Tensor, tile_size: Sequence[in
     if not tile_size or (height <= tile_size[0] and width <= tile_size[1]):
         return model(image)
     if len(tile_size) != 2 or not 0 <= overlap < 1:
-        raise ValueError(f"eval.tile_size must be [h, w] and eval.tile_overlap in [0, 1), got {list(tile_size)}, "
-                         f"{overlap}")
+        raise ValueError(
+            f"eval.tile_size must be [h, w] and eval.tile_overlap in [0, 1), got {list(tile_size)}, {overlap}"
+        )
     tile_h, tile_w = min(tile_size[0], height), min(tile_size[1], width)
     step_h, step_w = max(1, int(tile_h * (1 - overlap))), max(1, int(tile_w * (1 - overlap)))
-    boxes = [(y, x) for y in _tile_starts(height, tile_h, step_h) for x in _tile_starts(width, tile_w, step_w)]
+    boxes = [
+        (y, x) for y in _tile_starts(height, tile_h, step_h) for x in _tile_starts(width, tile_w, step_w)
+    ]
     weights = gaussian_weights((tile_h, tile_w)).to(image.device)
     out: torch.Tensor | None = None
     norm = torch.zeros(height, width, device=image.device)
     for n in range(image.shape[0]):
         for i in range(0, len(boxes), batch_size):
-            chunk = boxes[i: i + batch_size]
-            tiles = torch.stack([image[n, :, y: y + tile_h, x: x + tile_w] for y, x in chunk])
+            chunk = boxes[i : i + batch_size]
+            tiles = torch.stack([image[n, :, y : y + tile_h, x : x + tile_w] for y, x in chunk])
             logits = model(tiles).float()
             if out is None:
                 out = torch.zeros(image.shape[0], logits.shape[1], height, width, device=image.device)
             for (y, x), tile_logits in zip(chunk, logits):
-                out[n, :, y: y + tile_h, x: x + tile_w] += tile_logits * weights
+                out[n, :, y : y + tile_h, x : x + tile_w] += tile_logits * weights
                 if n == 0:
-                    norm[y: y + tile_h, x: x + tile_w] += weights
+                    norm[y : y + tile_h, x : x + tile_w] += weights
     return out / norm
 
 
-def logits_to_channels(logits: torch.Tensor, mode: str, num_classes: int, threshold: float = 0.5) -> torch.Tensor:
+def logits_to_channels(
+    logits: torch.Tensor, mode: str, num_classes: int, threshold: float = 0.5
+) -> torch.Tensor:
     """Boolean channels compared by the metrics: one per class (binary/multiclass) or per region.
 
     Args:
@@ -87,8 +97,9 @@ def logits_to_channels(logits: torch.Tensor, mode: str, num_classes: int, thresh
     return labels[:, None] == torch.arange(num_classes, device=labels.device)[None, :, None, None]
 
 
-def logits_to_labels(logits: torch.Tensor, mode: str, threshold: float = 0.5,
-                     regions: Sequence[Sequence[int]] = ()) -> torch.Tensor:
+def logits_to_labels(
+    logits: torch.Tensor, mode: str, threshold: float = 0.5, regions: Sequence[Sequence[int]] = ()
+) -> torch.Tensor:
     """Label map (N, H, W) long: argmax (multiclass), sigmoid > threshold (binary).
 
     Multi-label: regions are applied in order and each predicted region writes its smallest class id, so
@@ -107,10 +118,13 @@ def logits_to_labels(logits: torch.Tensor, mode: str, threshold: float = 0.5,
     return labels
 
 
-def labels_to_region_targets(labels: torch.Tensor, regions: Sequence[Sequence[int]],
-                             ignore_index: int = 255) -> torch.Tensor:
-    """Class-index masks (N, H, W) -> float region targets (N, R, H, W), ignore pixels kept as ignore_index."""
-    targets = torch.stack([torch.isin(labels, torch.tensor(list(r), device=labels.device)) for r in regions], 1)
+def labels_to_region_targets(
+    labels: torch.Tensor, regions: Sequence[Sequence[int]], ignore_index: int = 255
+) -> torch.Tensor:
+    """Class-index masks (N, H, W) -> float region targets (N, R, H, W); ignore pixels stay ignore_index."""
+    targets = torch.stack(
+        [torch.isin(labels, torch.tensor(list(r), device=labels.device)) for r in regions], 1
+    )
     targets = targets.float()
     ignored = (labels == ignore_index)[:, None].expand_as(targets)
     targets[ignored] = float(ignore_index)

@@ -30,8 +30,21 @@ from pathlib import Path
 
 from .image_io import SegmentationDataError
 
-MANIFEST_KEYS = ("name", "description", "channel_names", "labels", "value_map", "file_ending", "images_dir",
-                 "masks_dir", "case_ids", "spacing", "format", "mask_suffix", "numTraining")
+MANIFEST_KEYS = (
+    "name",
+    "description",
+    "channel_names",
+    "labels",
+    "value_map",
+    "file_ending",
+    "images_dir",
+    "masks_dir",
+    "case_ids",
+    "spacing",
+    "format",
+    "mask_suffix",
+    "numTraining",
+)
 FORMATS = ("folder", "nifti")
 
 
@@ -93,29 +106,38 @@ def load_manifest(path: str | Path) -> DatasetSpec:
         raise SegmentationDataError(f"{path}: unknown keys {unknown}; valid keys: {list(MANIFEST_KEYS)}")
     labels = data.get("labels")
     if not isinstance(labels, dict) or not labels:
-        raise SegmentationDataError(f"{path}: 'labels' must map class names to indices, e.g. "
-                                    '{"background": 0, "tumour": 1}')
+        raise SegmentationDataError(
+            f'{path}: \'labels\' must map class names to indices, e.g. {{"background": 0, "tumour": 1}}'
+        )
     by_index = {}
     for name, index in labels.items():
         if not isinstance(index, int) or isinstance(index, bool):
-            raise SegmentationDataError(f"{path}: labels[{name!r}] must be an integer class index, got {index!r}")
+            raise SegmentationDataError(
+                f"{path}: labels[{name!r}] must be an integer class index, got {index!r}"
+            )
         by_index[index] = name
     if sorted(by_index) != list(range(len(labels))):
-        raise SegmentationDataError(f"{path}: label indices must be 0..{len(labels) - 1} without gaps, "
-                                    f"got {sorted(by_index)}")
+        raise SegmentationDataError(
+            f"{path}: label indices must be 0..{len(labels) - 1} without gaps, got {sorted(by_index)}"
+        )
     value_map = {_int_key(path, "value_map", k): v for k, v in (data.get("value_map") or {}).items()}
     bad = {k: v for k, v in value_map.items() if v not in by_index}
     if bad:
-        raise SegmentationDataError(f"{path}: value_map sends {bad} to class indices not in labels "
-                                    f"{sorted(by_index)}")
+        raise SegmentationDataError(
+            f"{path}: value_map sends {bad} to class indices not in labels {sorted(by_index)}"
+        )
     fmt = data.get("format", "folder")
     if fmt not in FORMATS:
         raise SegmentationDataError(f"{path}: format must be one of {FORMATS}, got {fmt!r}")
     spacing = data.get("spacing")
-    if spacing is not None and (not isinstance(spacing, list) or len(spacing) != 2
-                                or not all(isinstance(s, (int, float)) and s > 0 for s in spacing)):
-        raise SegmentationDataError(f"{path}: spacing must be [row_mm, col_mm] with positive values, "
-                                    f"got {spacing!r}")
+    if spacing is not None and (
+        not isinstance(spacing, list)
+        or len(spacing) != 2
+        or not all(isinstance(s, (int, float)) and s > 0 for s in spacing)
+    ):
+        raise SegmentationDataError(
+            f"{path}: spacing must be [row_mm, col_mm] with positive values, got {spacing!r}"
+        )
     channel_names = data.get("channel_names") or {}
     return DatasetSpec(
         class_names=[by_index[i] for i in range(len(by_index))],

@@ -64,8 +64,9 @@ def surface_distances(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]
     return np.concatenate([to_gt[pred_border], to_pred[gt_border]])
 
 
-def hd95(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | None = None,
-         empty_rule: str = "nan") -> float:
+def hd95(
+    pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | None = None, empty_rule: str = "nan"
+) -> float:
     """95th-percentile symmetric Hausdorff distance with the module's empty-mask rule.
 
     Args:
@@ -130,8 +131,13 @@ def scores_from_counts(tp: int, fp: int, fn: int, empty_rule: str = "nan") -> di
     }
 
 
-def binary_channel_metrics(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float] | None = None,
-                           empty_rule: str = "nan", with_hd95: bool = True) -> dict[str, float]:
+def binary_channel_metrics(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    spacing: Sequence[float] | None = None,
+    empty_rule: str = "nan",
+    with_hd95: bool = True,
+) -> dict[str, float]:
     """All metrics of one binary channel of one image (or one volume).
 
     Args:
@@ -172,23 +178,38 @@ class CaseMetricAccumulator:
         with_hd95: compute HD95 (per image; per volume when images are whole volumes).
     """
 
-    def __init__(self, channel_names: Sequence[str], empty_rule: str = "nan",
-                 mean_channels: Sequence[int] | None = None, with_hd95: bool = True) -> None:
+    def __init__(
+        self,
+        channel_names: Sequence[str],
+        empty_rule: str = "nan",
+        mean_channels: Sequence[int] | None = None,
+        with_hd95: bool = True,
+    ) -> None:
         _check_empty_rule(empty_rule)
         self.channel_names = list(channel_names)
         self.empty_rule = empty_rule
-        self.mean_channels = list(range(len(self.channel_names))) if mean_channels is None else list(mean_channels)
+        self.mean_channels = (
+            list(range(len(self.channel_names))) if mean_channels is None else list(mean_channels)
+        )
         self.with_hd95 = with_hd95
         self.image_rows: list[dict] = []
         self._cases: dict[str, list[ChannelCounts]] = {}
         self._case_images: dict[str, int] = {}
 
-    def add(self, pred: np.ndarray, gt: np.ndarray, case_id: str, image_id: str,
-            spacing: Sequence[float] | None = None) -> dict:
+    def add(
+        self,
+        pred: np.ndarray,
+        gt: np.ndarray,
+        case_id: str,
+        image_id: str,
+        spacing: Sequence[float] | None = None,
+    ) -> dict:
         """Adds one image (or volume) given as boolean channel stacks (K, *spatial); returns its row."""
         if pred.shape != gt.shape or pred.shape[0] != len(self.channel_names):
-            raise ValueError(f"{image_id}: prediction {pred.shape} / ground truth {gt.shape} do not match "
-                             f"{len(self.channel_names)} channels")
+            raise ValueError(
+                f"{image_id}: prediction {pred.shape} / ground truth {gt.shape} do not match "
+                f"{len(self.channel_names)} channels"
+            )
         counts = self._cases.setdefault(case_id, [ChannelCounts() for _ in self.channel_names])
         self._case_images[case_id] = self._case_images.get(case_id, 0) + 1
         row: dict = {"image": image_id, "case": case_id}
@@ -209,8 +230,12 @@ class CaseMetricAccumulator:
         for case_id, counts in self._cases.items():
             row: dict = {"case": case_id, "n_images": self._case_images[case_id]}
             for name, c in zip(self.channel_names, counts):
-                row.update({f"{k}/{name}": v for k, v in scores_from_counts(c.tp, c.fp, c.fn,
-                                                                            self.empty_rule).items()})
+                row.update(
+                    {
+                        f"{k}/{name}": v
+                        for k, v in scores_from_counts(c.tp, c.fp, c.fn, self.empty_rule).items()
+                    }
+                )
                 finite = [v for v in c.hd95_values if not math.isnan(v)]
                 row[f"hd95/{name}"] = float(np.mean(finite)) if finite else math.nan
             rows.append(row)
@@ -231,5 +256,10 @@ class CaseMetricAccumulator:
         chosen = [means[f"dice/{self.channel_names[k]}"] for k in self.mean_channels]
         chosen = [v for v in chosen if not math.isnan(v)]
         means["dice_mean"] = float(np.mean(chosen)) if chosen else math.nan
-        return {"means": means, "cases_excluded_empty": excluded, "per_case": rows,
-                "per_image": self.image_rows, "empty_rule": self.empty_rule}
+        return {
+            "means": means,
+            "cases_excluded_empty": excluded,
+            "per_case": rows,
+            "per_image": self.image_rows,
+            "empty_rule": self.empty_rule,
+        }

@@ -10,7 +10,14 @@ from torch import nn
 
 from backbones import ResNet, create_backbone
 
-from .smp_parts import MODES, BackboneEncoder, SegmentationHead, build_decoder, decoder_features, initialize_smp_style
+from .smp_parts import (
+    MODES,
+    BackboneEncoder,
+    SegmentationHead,
+    build_decoder,
+    decoder_features,
+    initialize_smp_style,
+)
 
 
 class UNet(nn.Module):
@@ -31,23 +38,35 @@ class UNet(nn.Module):
             ``forward`` then returns ``(logits, [aux_logits, ...])`` (aux at their own resolution).
     """
 
-    def __init__(self, backbone: ResNet, out_channels: int, decoder_channels: Sequence[int] = (256, 128, 64, 32, 16),
-                 decoder_norm: str = "batchnorm", decoder_norm_groups: int = 8, decoder_attention: str | None = None,
-                 deep_supervision: int = 0) -> None:
+    def __init__(
+        self,
+        backbone: ResNet,
+        out_channels: int,
+        decoder_channels: Sequence[int] = (256, 128, 64, 32, 16),
+        decoder_norm: str = "batchnorm",
+        decoder_norm_groups: int = 8,
+        decoder_attention: str | None = None,
+        deep_supervision: int = 0,
+    ) -> None:
         super().__init__()
         self.encoder = BackboneEncoder(backbone)
         if len(decoder_channels) != len(backbone.out_indices):
-            raise ValueError(f"model.decoder_channels has {len(decoder_channels)} entries but the encoder has "
-                             f"{len(backbone.out_indices)} levels (encoder_depth); give one width per level")
+            raise ValueError(
+                f"model.decoder_channels has {len(decoder_channels)} entries but the encoder has "
+                f"{len(backbone.out_indices)} levels (encoder_depth); give one width per level"
+            )
         if not 0 <= deep_supervision < len(decoder_channels):
-            raise ValueError(f"model.deep_supervision must be in 0..{len(decoder_channels) - 1}, "
-                             f"got {deep_supervision}")
-        self.decoder = build_decoder(self.encoder.out_channels, decoder_channels, decoder_norm,
-                                     decoder_norm_groups, decoder_attention)
+            raise ValueError(
+                f"model.deep_supervision must be in 0..{len(decoder_channels) - 1}, got {deep_supervision}"
+            )
+        self.decoder = build_decoder(
+            self.encoder.out_channels, decoder_channels, decoder_norm, decoder_norm_groups, decoder_attention
+        )
         self.segmentation_head = SegmentationHead(decoder_channels[-1], out_channels, kernel_size=3)
         # Aux heads on the blocks just coarser than the last one, finest first (nnU-Net's deep supervision).
-        self.aux_heads = nn.ModuleList(nn.Conv2d(decoder_channels[-2 - k], out_channels, 1)
-                                       for k in range(deep_supervision))
+        self.aux_heads = nn.ModuleList(
+            nn.Conv2d(decoder_channels[-2 - k], out_channels, 1) for k in range(deep_supervision)
+        )
         self.stride = self.encoder.output_stride
         initialize_smp_style(self.decoder, [self.segmentation_head, *self.aux_heads])
 
@@ -74,19 +93,25 @@ def output_channels(mode: str, num_classes: int, regions: Sequence[Sequence[int]
         raise ValueError(f"model.mode must be one of {MODES}, got {mode!r}")
     if mode == "binary":
         if num_classes != 2:
-            raise ValueError(f"model.mode=binary needs model.num_classes=2 (background, foreground), got {num_classes}")
+            raise ValueError(
+                f"model.mode=binary needs model.num_classes=2 (background, foreground), got {num_classes}"
+            )
         return 1
     if mode == "multiclass":
         if num_classes < 2:
             raise ValueError(f"model.num_classes must be >= 2, got {num_classes}")
         return num_classes
     if not regions:
-        raise ValueError("model.mode=multilabel needs model.regions: one list of class ids per output channel, "
-                         "e.g. [[1, 2, 3], [2, 3], [3]] (nnU-Net's region-based training)")
+        raise ValueError(
+            "model.mode=multilabel needs model.regions: one list of class ids per output channel, "
+            "e.g. [[1, 2, 3], [2, 3], [3]] (nnU-Net's region-based training)"
+        )
     for region in regions:
         bad = [c for c in region if not 0 < c < num_classes]
         if not region or bad:
-            raise ValueError(f"model.regions entry {list(region)} must list foreground class ids in 1..{num_classes - 1}")
+            raise ValueError(
+                f"model.regions entry {list(region)} must list foreground class ids in 1..{num_classes - 1}"
+            )
     return len(regions)
 
 
@@ -95,10 +120,20 @@ def build_unet(model_cfg) -> UNet:
     if not 3 <= model_cfg.encoder_depth <= 5:
         raise ValueError(f"model.encoder_depth must be 3, 4 or 5, got {model_cfg.encoder_depth}")
     backbone = create_backbone(
-        model_cfg.arch, weights=model_cfg.weights, out_indices=tuple(range(model_cfg.encoder_depth)),
-        frozen_stages=model_cfg.frozen_stages, norm_eval=model_cfg.norm_eval, in_chans=model_cfg.in_chans,
-        stem_type=model_cfg.stem_type)
-    return UNet(backbone, output_channels(model_cfg.mode, model_cfg.num_classes, model_cfg.regions),
-                decoder_channels=model_cfg.decoder_channels, decoder_norm=model_cfg.decoder_norm,
-                decoder_norm_groups=model_cfg.decoder_norm_groups, decoder_attention=model_cfg.decoder_attention,
-                deep_supervision=model_cfg.deep_supervision)
+        model_cfg.arch,
+        weights=model_cfg.weights,
+        out_indices=tuple(range(model_cfg.encoder_depth)),
+        frozen_stages=model_cfg.frozen_stages,
+        norm_eval=model_cfg.norm_eval,
+        in_chans=model_cfg.in_chans,
+        stem_type=model_cfg.stem_type,
+    )
+    return UNet(
+        backbone,
+        output_channels(model_cfg.mode, model_cfg.num_classes, model_cfg.regions),
+        decoder_channels=model_cfg.decoder_channels,
+        decoder_norm=model_cfg.decoder_norm,
+        decoder_norm_groups=model_cfg.decoder_norm_groups,
+        decoder_attention=model_cfg.decoder_attention,
+        deep_supervision=model_cfg.deep_supervision,
+    )

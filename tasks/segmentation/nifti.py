@@ -14,7 +14,9 @@ def _nibabel():
     try:
         import nibabel
     except ImportError as err:  # an optional extra: say how to get it
-        raise SegmentationDataError("NIfTI data needs nibabel: pip install 'resnet-downstream[medical]'") from err
+        raise SegmentationDataError(
+            "NIfTI data needs nibabel: pip install 'resnet-downstream[medical]'"
+        ) from err
     return nibabel
 
 

@@ -8,8 +8,18 @@ import numpy as np
 from PIL import Image
 
 # Class 0 is drawn transparent; the rest cycle through a colour-blind-friendly palette (Okabe-Ito).
-_PALETTE = np.array([(230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178),
-                     (213, 94, 0), (204, 121, 167)], np.uint8)
+_PALETTE = np.array(
+    [
+        (230, 159, 0),
+        (86, 180, 233),
+        (0, 158, 115),
+        (240, 228, 66),
+        (0, 114, 178),
+        (213, 94, 0),
+        (204, 121, 167),
+    ],
+    np.uint8,
+)
 
 
 def to_display(image: np.ndarray) -> np.ndarray:
@@ -35,8 +45,13 @@ def blend(rgb: np.ndarray, labels: np.ndarray, alpha: float = 0.5, skip_class: i
     return out.astype(np.uint8)
 
 
-def save_overlay(path: str | Path, image: np.ndarray, prediction: np.ndarray,
-                 ground_truth: np.ndarray | None = None, skip_class: int | None = 0) -> None:
+def save_overlay(
+    path: str | Path,
+    image: np.ndarray,
+    prediction: np.ndarray,
+    ground_truth: np.ndarray | None = None,
+    skip_class: int | None = 0,
+) -> None:
     """Write ``image | ground truth | prediction`` (or ``image | prediction``) side by side as PNG."""
     rgb = to_display(image)
     panels = [rgb]

@@ -25,8 +25,9 @@ def load_model_from_checkpoint(path: str | Path) -> tuple[torch.nn.Module, SegRu
     """Rebuild the U-Net from the config stored in a checkpoint and load its weights (EMA if present)."""
     ckpt = load_checkpoint(path)
     if "config" not in ckpt or "model" not in ckpt:
-        raise SegmentationDataError(f"{path}: not a training checkpoint of tools/train_seg.py "
-                                    "(needs 'config' and 'model' entries)")
+        raise SegmentationDataError(
+            f"{path}: not a training checkpoint of tools/train_seg.py (needs 'config' and 'model' entries)"
+        )
     config = ckpt["config"]
     # The checkpoint's config went through JSON, which turns the int keys of data.value_map into strings.
     value_map = config.get("data", {}).get("value_map") or {}
@@ -37,8 +38,14 @@ def load_model_from_checkpoint(path: str | Path) -> tuple[torch.nn.Module, SegRu
     return model.eval(), cfg
 
 
-def predict_folder(checkpoint: str | Path, input_dir: str | Path, output_dir: str | Path,
-                   tile_size: Sequence[int] | None = None, overlays: bool = True, device: str = "cpu") -> list[Path]:
+def predict_folder(
+    checkpoint: str | Path,
+    input_dir: str | Path,
+    output_dir: str | Path,
+    tile_size: Sequence[int] | None = None,
+    overlays: bool = True,
+    device: str = "cpu",
+) -> list[Path]:
     """Predict every image of ``input_dir``; write ``<stem>.png`` label masks (and overlays/) to output_dir.
 
     Mask values are the raw values of the training value map (e.g. 0/255 for a binary 0/255 dataset), so
@@ -50,13 +57,19 @@ def predict_folder(checkpoint: str | Path, input_dir: str | Path, output_dir: st
     model, cfg = load_model_from_checkpoint(checkpoint)
     model.to(device)
     input_dir, output_dir = Path(input_dir), Path(output_dir)
-    files = sorted(p for p in input_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if input_dir.is_dir() else []
+    files = (
+        sorted(p for p in input_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if input_dir.is_dir()
+        else []
+    )
     if not files:
         raise SegmentationDataError(f"{input_dir}: no images ending in {list(IMAGE_SUFFIXES)}")
     d = cfg.data
     class_to_value = {c: c for c in range(cfg.model.num_classes)}
     if d.value_map:
-        class_to_value = {c: v for v, c in sorted(d.value_map.items(), reverse=True)}  # smallest raw value wins
+        class_to_value = {
+            c: v for v, c in sorted(d.value_map.items(), reverse=True)
+        }  # smallest raw value wins
     elif d.manifest and d.root:
         spec = resolve_spec(d, cfg.model.num_classes)
         class_to_value = {c: v for v, c in sorted(spec.lookup().items(), reverse=True)}
@@ -70,7 +83,9 @@ def predict_folder(checkpoint: str | Path, input_dir: str | Path, output_dir: st
         x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].to(device)
         with torch.no_grad():
             logits = predict_logits(model, x, tiles, cfg.eval.tile_overlap)
-        labels = logits_to_labels(logits, cfg.model.mode, cfg.eval.threshold, cfg.model.regions)[0].cpu().numpy()
+        labels = (
+            logits_to_labels(logits, cfg.model.mode, cfg.eval.threshold, cfg.model.regions)[0].cpu().numpy()
+        )
         out = output_dir / f"{path.stem}.png"
         Image.fromarray(lut[labels].astype(dtype)).save(out)
         written.append(out)

@@ -24,13 +24,28 @@ from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
 from segmentation_models_pytorch.encoders import encoders as _SMP_ENCODERS
 from segmentation_models_pytorch.encoders._base import EncoderMixin
 from segmentation_models_pytorch.encoders._utils import patch_first_conv
-from segmentation_models_pytorch.losses import DiceLoss, FocalLoss, SoftBCEWithLogitsLoss, SoftCrossEntropyLoss
+from segmentation_models_pytorch.losses import (
+    DiceLoss,
+    FocalLoss,
+    SoftBCEWithLogitsLoss,
+    SoftCrossEntropyLoss,
+)
 from torch import nn
 
 from backbones import ResNet, create_backbone
 
-__all__ = ["BackboneEncoder", "SegmentationHead", "UnetDecoder", "build_decoder", "build_loss",
-           "decoder_features", "initialize_smp_style", "register_encoder", "SMP_VERSION"]
+__all__ = [
+    "BackboneEncoder",
+    "SegmentationHead",
+    "UnetDecoder",
+    "build_decoder",
+    "build_loss",
+    "decoder_features",
+    "initialize_smp_style",
+    "register_encoder",
+    "smp_unet",
+    "SMP_VERSION",
+]
 
 SMP_VERSION = smp.__version__
 DECODER_NORMS = ("batchnorm", "instancenorm", "groupnorm", "identity")
@@ -51,8 +66,10 @@ class BackboneEncoder(nn.Module, EncoderMixin):
         EncoderMixin.__init__(self)
         depth = len(backbone.out_indices)
         if tuple(backbone.out_indices) != tuple(range(depth)):
-            raise ValueError(f"the encoder needs consecutive levels from the stem, out_indices=(0, ..., k); "
-                             f"got {backbone.out_indices}")
+            raise ValueError(
+                f"the encoder needs consecutive levels from the stem, out_indices=(0, ..., k); "
+                f"got {backbone.out_indices}"
+            )
         self.backbone = backbone
         self._depth = depth
         self._in_channels = backbone.in_chans
@@ -72,8 +89,12 @@ class BackboneEncoder(nn.Module, EncoderMixin):
         if in_channels == self._in_channels:
             return
         # smp passes pretrained = (encoder_weights is not None); ours come through the backbone instead.
-        patch_first_conv(self.backbone, in_channels, default_in_channels=self._in_channels,
-                         pretrained=pretrained or self.backbone.pretrained_loaded)
+        patch_first_conv(
+            self.backbone,
+            in_channels,
+            default_in_channels=self._in_channels,
+            pretrained=pretrained or self.backbone.pretrained_loaded,
+        )
         self.backbone.in_chans = in_channels
         self._in_channels = in_channels
         self._out_channels[0] = in_channels
@@ -81,8 +102,10 @@ class BackboneEncoder(nn.Module, EncoderMixin):
     def make_dilated(self, output_stride: int) -> None:
         """smp hook: the dilation is set when the backbone is built (``output_stride=``); only check it."""
         if output_stride != self._output_stride:
-            raise ValueError(f"this encoder was built with output_stride={self._output_stride}; build the "
-                             f"backbone with output_stride={output_stride} instead")
+            raise ValueError(
+                f"this encoder was built with output_stride={self._output_stride}; build the "
+                f"backbone with output_stride={output_stride} instead"
+            )
 
     def get_stages(self) -> dict[int, Sequence[nn.Module]]:
         return {16: [self.backbone.layer3], 32: [self.backbone.layer4]}
@@ -115,19 +138,31 @@ def register_encoder(name: str, arch: str, weights: str | None = None, **backbon
     return name
 
 
-def _build_registered(arch: str, weights: str | None, backbone_kwargs: dict, depth: int = 5,
-                      output_stride: int = 32) -> BackboneEncoder:
+def _build_registered(
+    arch: str, weights: str | None, backbone_kwargs: dict, depth: int = 5, output_stride: int = 32
+) -> BackboneEncoder:
     # Called by smp.encoders.get_encoder(**params, depth=..., output_stride=...).
-    backbone = create_backbone(arch, weights=weights, out_indices=tuple(range(depth)),
-                               output_stride=output_stride, **backbone_kwargs)
+    backbone = create_backbone(
+        arch, weights=weights, out_indices=tuple(range(depth)), output_stride=output_stride, **backbone_kwargs
+    )
     return BackboneEncoder(backbone)
+
+
+def smp_unet(encoder_name: str = "resnet34", in_channels: int = 3, classes: int = 1, **kwargs) -> nn.Module:
+    """smp's own ``Unet`` with random encoder weights: the anchor of tests and benchmarks."""
+    return smp.Unet(encoder_name, encoder_weights=None, in_channels=in_channels, classes=classes, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------- decoder
 
 
-def build_decoder(encoder_channels: Sequence[int], decoder_channels: Sequence[int], norm: str = "batchnorm",
-                  norm_groups: int = 8, attention: str | None = None) -> UnetDecoder:
+def build_decoder(
+    encoder_channels: Sequence[int],
+    decoder_channels: Sequence[int],
+    norm: str = "batchnorm",
+    norm_groups: int = 8,
+    attention: str | None = None,
+) -> UnetDecoder:
     """smp's U-Net decoder with a choice of normalisation.
 
     smp 0.6 offers batchnorm / instancenorm / identity (and a channels-last LayerNorm) but no GroupNorm;
@@ -141,11 +176,22 @@ def build_decoder(encoder_channels: Sequence[int], decoder_channels: Sequence[in
         raise ValueError(f"model.decoder_attention must be null or 'scse', got {attention!r}")
     if attention == "scse" and min(decoder_channels) < 16:
         # smp's SCSEModule squeezes channels by 16: narrower blocks would get a zero-width conv.
-        raise ValueError(f"decoder_attention='scse' needs decoder_channels >= 16, got {list(decoder_channels)}")
-    use_norm: str | dict = {"batchnorm": "batchnorm", "groupnorm": "batchnorm", "identity": "identity",
-                            "instancenorm": {"type": "instancenorm", "affine": True}}[norm]
-    decoder = UnetDecoder(encoder_channels=list(encoder_channels), decoder_channels=list(decoder_channels),
-                          n_blocks=len(decoder_channels), use_norm=use_norm, attention_type=attention)
+        raise ValueError(
+            f"decoder_attention='scse' needs decoder_channels >= 16, got {list(decoder_channels)}"
+        )
+    use_norm: str | dict = {
+        "batchnorm": "batchnorm",
+        "groupnorm": "batchnorm",
+        "identity": "identity",
+        "instancenorm": {"type": "instancenorm", "affine": True},
+    }[norm]
+    decoder = UnetDecoder(
+        encoder_channels=list(encoder_channels),
+        decoder_channels=list(decoder_channels),
+        n_blocks=len(decoder_channels),
+        use_norm=use_norm,
+        attention_type=attention,
+    )
     if norm == "groupnorm":
         _replace_batchnorm(decoder, lambda c: nn.GroupNorm(_groups(c, norm_groups), c))
     return decoder
@@ -193,8 +239,14 @@ def initialize_smp_style(decoder: nn.Module, heads: Sequence[nn.Module]) -> None
 # -------------------------------------------------------------------------------------------- losses
 
 
-def build_loss(mode: str, name: str = "dice_ce", ignore_index: int = 255, dice_weight: float = 1.0,
-               ce_weight: float = 1.0, focal_gamma: float = 2.0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def build_loss(
+    mode: str,
+    name: str = "dice_ce",
+    ignore_index: int = 255,
+    dice_weight: float = 1.0,
+    ce_weight: float = 1.0,
+    focal_gamma: float = 2.0,
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """smp losses combined: ``dice_weight * Dice + ce_weight * (CE | BCE | focal)``.
 
     Args:
@@ -214,8 +266,11 @@ def build_loss(mode: str, name: str = "dice_ce", ignore_index: int = 255, dice_w
         terms.append((dice_weight, DiceLoss(mode, from_logits=True, ignore_index=ignore_index)))
     if name in ("dice_ce", "ce"):
         # smp 0.6's SoftCrossEntropyLoss fails with its default smooth_factor=None: pass 0.0 explicitly.
-        ce: nn.Module = (SoftCrossEntropyLoss(smooth_factor=0.0, ignore_index=ignore_index) if mode == "multiclass"
-                         else SoftBCEWithLogitsLoss(ignore_index=ignore_index))
+        ce: nn.Module = (
+            SoftCrossEntropyLoss(smooth_factor=0.0, ignore_index=ignore_index)
+            if mode == "multiclass"
+            else SoftBCEWithLogitsLoss(ignore_index=ignore_index)
+        )
         terms.append((ce_weight, ce))
     if name in ("dice_focal", "focal"):
         terms.append((ce_weight, FocalLoss(mode, gamma=focal_gamma, ignore_index=ignore_index)))

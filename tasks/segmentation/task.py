@@ -59,8 +59,9 @@ class SegmentationTask(Task):
         self.spec = None
         self._best_dice = -math.inf
         loss = cfg.loss
-        self.loss_fn = build_loss(m.mode, loss.name, IGNORE_INDEX, loss.dice_weight, loss.ce_weight,
-                                  loss.focal_gamma)
+        self.loss_fn = build_loss(
+            m.mode, loss.name, IGNORE_INDEX, loss.dice_weight, loss.ce_weight, loss.focal_gamma
+        )
 
     # ------------------------------------------------------------------------------------------ build
     def build_model(self) -> nn.Module:
@@ -74,10 +75,17 @@ class SegmentationTask(Task):
         records = discover_records(d.root, self.spec, m.in_chans, d.case_pattern, d.nifti_axis)
         validate_mask_values(records, self.spec)
         train_idx, val_idx = split_by_case(records, d.val_fraction, d.split_seed)
-        common = dict(spec=self.spec, in_chans=m.in_chans, normalization=d.normalization,
-                      ct_window=d.ct_window, axis=d.nifti_axis, cache_volumes=d.cache_volumes)
-        train = SegmentationDataset([records[i] for i in train_idx], transform=build_train_transform(self.cfg.aug),
-                                    **common)
+        common = dict(
+            spec=self.spec,
+            in_chans=m.in_chans,
+            normalization=d.normalization,
+            ct_window=d.ct_window,
+            axis=d.nifti_axis,
+            cache_volumes=d.cache_volumes,
+        )
+        train = SegmentationDataset(
+            [records[i] for i in train_idx], transform=build_train_transform(self.cfg.aug), **common
+        )
         val = SegmentationDataset([records[i] for i in val_idx], **common) if val_idx else None
         return train, val
 
@@ -95,7 +103,7 @@ class SegmentationTask(Task):
         main = self.loss_fn(logits.float(), target)
         total, norm = main, 1.0
         for k, aux_logits in enumerate(aux, start=1):
-            weight = self.cfg.loss.deep_supervision_decay ** k
+            weight = self.cfg.loss.deep_supervision_decay**k
             up = F.interpolate(aux_logits.float(), size=mask.shape[-2:], mode="bilinear", align_corners=False)
             total = total + weight * self.loss_fn(up, target)
             norm += weight
@@ -127,8 +135,11 @@ class SegmentationTask(Task):
         if self.spec is None:
             self.spec = dataset.spec
         names = self.channel_names()
-        mean_channels = (list(range(len(names))) if m.mode == "multilabel" or e.background_class is None
-                         else [c for c in range(len(names)) if c != e.background_class])
+        mean_channels = (
+            list(range(len(names)))
+            if m.mode == "multilabel" or e.background_class is None
+            else [c for c in range(len(names)) if c != e.background_class]
+        )
         acc = CaseMetricAccumulator(names, e.empty_rule, mean_channels, with_hd95=e.hd95)
         volumes: dict[str, dict] = {}
         slices_per_volume: dict[str, int] = {}
@@ -153,8 +164,12 @@ class SegmentationTask(Task):
                 gt = gt_channels[i, :, :h, :w].cpu().numpy()
                 if overlays_left > 0:
                     overlays_left -= 1
-                    save_overlay(run_dir / "overlays" / f"{record.image_id}.png", images[i, :, :h, :w].float().cpu().numpy(),
-                                 pred_labels[i, :h, :w].cpu().numpy(), masks[i, :h, :w].cpu().numpy())
+                    save_overlay(
+                        run_dir / "overlays" / f"{record.image_id}.png",
+                        images[i, :, :h, :w].float().cpu().numpy(),
+                        pred_labels[i, :h, :w].cpu().numpy(),
+                        masks[i, :h, :w].cpu().numpy(),
+                    )
                 if record.slice_index is None:
                     acc.add(pred, gt, record.case_id, record.image_id, dataset.spacing(index))
                     continue
@@ -165,11 +180,17 @@ class SegmentationTask(Task):
                     axis = dataset.axis + 1  # +1: channel axis first
                     pred_vol = np.stack([vol["slices"][k][0] for k in order], axis=axis)
                     gt_vol = np.stack([vol["slices"][k][1] for k in order], axis=axis)
-                    acc.add(pred_vol, gt_vol, record.case_id, record.stem, dataset.volume_spacing(vol["index"]))
+                    acc.add(
+                        pred_vol, gt_vol, record.case_id, record.stem, dataset.volume_spacing(vol["index"])
+                    )
                     del volumes[record.stem]
         summary = acc.summary()
-        summary.update(epoch=epoch, channels=names, mode=m.mode, spacing_units="mm" if self._has_spacing(dataset)
-                       else "pixels")
+        summary.update(
+            epoch=epoch,
+            channels=names,
+            mode=m.mode,
+            spacing_units="mm" if self._has_spacing(dataset) else "pixels",
+        )
         run_dir.mkdir(parents=True, exist_ok=True)
         text = json.dumps(_json_safe(summary), indent=2)
         (run_dir / SEG_SUMMARY).write_text(text)

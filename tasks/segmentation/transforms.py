@@ -12,8 +12,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def normalize(image: np.ndarray, mode: str, max_value: float = 255.0,
-              ct_window: tuple[float, float] = (40.0, 400.0)) -> np.ndarray:
+def normalize(
+    image: np.ndarray, mode: str, max_value: float = 255.0, ct_window: tuple[float, float] = (40.0, 400.0)
+) -> np.ndarray:
     """Normalise an (H, W, C) float image.
 
     Args:
@@ -64,10 +65,14 @@ def build_train_transform(aug) -> A.Compose:
     ops: list[A.BasicTransform] = []
     if aug.crop_size:
         if len(aug.crop_size) != 2 or any(c <= 0 for c in aug.crop_size):
-            raise ValueError(f"aug.crop_size must be [height, width] with positive values, got {aug.crop_size}")
+            raise ValueError(
+                f"aug.crop_size must be [height, width] with positive values, got {aug.crop_size}"
+            )
         height, width = aug.crop_size
-        ops += [A.PadIfNeeded(height, width, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX),
-                A.RandomCrop(height, width)]
+        ops += [
+            A.PadIfNeeded(height, width, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX),
+            A.RandomCrop(height, width),
+        ]
     if aug.hflip:
         ops.append(A.HorizontalFlip(p=aug.hflip))
     if aug.vflip:
@@ -75,13 +80,28 @@ def build_train_transform(aug) -> A.Compose:
     if aug.rotate90:
         ops.append(A.RandomRotate90(p=aug.rotate90))
     if aug.rotate_p and aug.rotate_limit:
-        ops.append(A.Affine(rotate=(-aug.rotate_limit, aug.rotate_limit), border_mode=cv2.BORDER_CONSTANT,
-                            fill=0, fill_mask=IGNORE_INDEX, p=aug.rotate_p))
+        ops.append(
+            A.Affine(
+                rotate=(-aug.rotate_limit, aug.rotate_limit),
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=0,
+                fill_mask=IGNORE_INDEX,
+                p=aug.rotate_p,
+            )
+        )
     if aug.elastic_p:
-        ops.append(A.ElasticTransform(alpha=aug.elastic_alpha, sigma=aug.elastic_sigma,
-                                      border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX,
-                                      p=aug.elastic_p))
+        ops.append(
+            A.ElasticTransform(
+                alpha=aug.elastic_alpha,
+                sigma=aug.elastic_sigma,
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=0,
+                fill_mask=IGNORE_INDEX,
+                p=aug.elastic_p,
+            )
+        )
     if aug.brightness_contrast_p:
-        ops.append(A.RandomBrightnessContrast(aug.brightness_limit, aug.contrast_limit,
-                                              p=aug.brightness_contrast_p))
+        ops.append(
+            A.RandomBrightnessContrast(aug.brightness_limit, aug.contrast_limit, p=aug.brightness_contrast_p)
+        )
     return A.Compose(ops)

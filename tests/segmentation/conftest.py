@@ -18,13 +18,14 @@ def disc_image(size: int, rng: np.random.Generator, classes: int = 2) -> tuple[n
     labels[(yy - cy) ** 2 + (xx - cx) ** 2 < (size // 6) ** 2] = 1
     if classes > 2:
         y0, x0 = rng.integers(0, size - size // 5, size=2)
-        labels[y0:y0 + size // 5, x0:x0 + size // 5] = 2
+        labels[y0 : y0 + size // 5, x0 : x0 + size // 5] = 2
     image = (40 + 80 * labels + rng.normal(0, 10, labels.shape)).clip(0, 255).astype(np.uint8)
     return image, labels
 
 
-def write_folder_dataset(root: Path, n: int = 6, size: int = 48, classes: int = 2, value_scale: int = 255,
-                         seed: int = 0) -> Path:
+def write_folder_dataset(
+    root: Path, n: int = 6, size: int = 48, classes: int = 2, value_scale: int = 255, seed: int = 0
+) -> Path:
     """images/*.png + masks/*.png; mask values = class * value_scale (255 -> 0/255 binary masks)."""
     rng = np.random.default_rng(seed)
     (root / "images").mkdir(parents=True)

@@ -18,7 +18,9 @@ def _spec(root):
 
 def test_image_and_mask_of_different_sizes(binary_dataset):
     Image.fromarray(np.zeros((40, 48), np.uint8)).save(binary_dataset / "masks" / "img3.png")
-    with pytest.raises(SegmentationDataError, match=r"img3\.png is 48x48 \(HxW\) but its mask .*img3\.png is 40x48"):
+    with pytest.raises(
+        SegmentationDataError, match=r"img3\.png is 48x48 \(HxW\) but its mask .*img3\.png is 40x48"
+    ):
         discover_records(binary_dataset, _spec(binary_dataset), 1)
 
 
@@ -27,7 +29,9 @@ def test_mask_value_missing_from_class_map(binary_dataset):
     mask[0, 0] = 128
     Image.fromarray(mask).save(binary_dataset / "masks" / "img4.png")
     records = discover_records(binary_dataset, _spec(binary_dataset), 1)
-    with pytest.raises(SegmentationDataError, match=r"img4\.png: mask values \[128\] are not in the class map"):
+    with pytest.raises(
+        SegmentationDataError, match=r"img4\.png: mask values \[128\] are not in the class map"
+    ):
         validate_mask_values(records, _spec(binary_dataset))
 
 
@@ -46,7 +50,8 @@ def test_mask_without_image(binary_dataset):
 def test_16bit_input_is_handled(binary_dataset):
     # Documented handling: 16-bit images are read with their full range and normalised like 8-bit ones.
     Image.fromarray((np.arange(48 * 48).reshape(48, 48) * 20).astype(np.uint16)).save(
-        binary_dataset / "images" / "img1.png")
+        binary_dataset / "images" / "img1.png"
+    )
     records = discover_records(binary_dataset, _spec(binary_dataset), 1)
     ds = SegmentationDataset(records, _spec(binary_dataset), 1, "minmax")
     image = ds[1]["image"]
@@ -71,8 +76,11 @@ def test_rgb_image_for_single_channel_model(tmp_path):
 
 def test_image_smaller_than_network_stride_is_padded():
     # Documented handling: the model pads to its stride (32) and crops back; no shape error.
-    model = UNet(create_backbone("resnet18", out_indices=(0, 1, 2, 3, 4), in_chans=1), 2,
-                 decoder_channels=(16, 16, 16, 16, 16)).eval()
+    model = UNet(
+        create_backbone("resnet18", out_indices=(0, 1, 2, 3, 4), in_chans=1),
+        2,
+        decoder_channels=(16, 16, 16, 16, 16),
+    ).eval()
     for size in [(7, 9), (31, 33), (1, 1)]:
         assert model(torch.randn(1, 1, *size)).shape == (1, 2, *size)
 

@@ -30,7 +30,9 @@ def test_pairs_by_stem_across_formats(tmp_path):
     (tmp_path / "masks").mkdir()
     rng = np.random.default_rng(0)
     for stem, ext in [("a", ".png"), ("b", ".jpg"), ("c", ".tif"), ("d", ".bmp")]:
-        Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(tmp_path / "images" / f"{stem}{ext}")
+        Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(
+            tmp_path / "images" / f"{stem}{ext}"
+        )
         mask = np.zeros((20, 24), np.uint8)
         mask[5:10, 5:10] = 255
         Image.fromarray(mask).save(tmp_path / "masks" / f"{stem}_mask.png")
@@ -62,7 +64,9 @@ def test_16bit_image_is_read_with_full_range(tmp_path):
 def test_grayscale_feeds_three_channels_and_opaque_rgba_drops_alpha(tmp_path):
     gray = np.arange(12, dtype=np.uint8).reshape(3, 4)
     Image.fromarray(gray).save(tmp_path / "g.png")
-    assert np.array_equal(read_image(tmp_path / "g.png", 3), np.repeat(gray[..., None], 3, -1).astype(np.float32))
+    assert np.array_equal(
+        read_image(tmp_path / "g.png", 3), np.repeat(gray[..., None], 3, -1).astype(np.float32)
+    )
     rgba = np.dstack([np.full((3, 4, 3), 7, np.uint8), np.full((3, 4), 255, np.uint8)])
     Image.fromarray(rgba, mode="RGBA").save(tmp_path / "a.png")
     assert read_image(tmp_path / "a.png", 3).shape == (3, 4, 3)
@@ -74,7 +78,9 @@ def test_normalization_modes():
     assert abs(z.mean()) < 1e-6 and abs(z.std() - 1) < 1e-5
     mm = normalize(image, "minmax")
     assert mm.min() == 0.0 and mm.max() == 1.0
-    ct = normalize(np.array([[[-1000.0], [40.0]], [[240.0], [3000.0]]], np.float32), "ct_window", ct_window=(40, 400))
+    ct = normalize(
+        np.array([[[-1000.0], [40.0]], [[240.0], [3000.0]]], np.float32), "ct_window", ct_window=(40, 400)
+    )
     np.testing.assert_allclose(ct[..., 0], [[0.0, 0.5], [1.0, 1.0]])
     with pytest.raises(ValueError, match="normalization"):
         normalize(image, "percentile")
@@ -112,7 +118,9 @@ def test_case_grouped_split_is_seeded_and_disjoint(multiclass_dataset):
     val_cases = {records[i].case_id for i in val}
     assert not train_cases & val_cases and len(val_cases) == 1 and len(val) == 2  # both slices of a patient
     assert split_by_case(records, 0.34, seed=3) == (train, val)
-    held_out = {frozenset(records[i].case_id for i in split_by_case(records, 0.34, seed)[1]) for seed in range(8)}
+    held_out = {
+        frozenset(records[i].case_id for i in split_by_case(records, 0.34, seed)[1]) for seed in range(8)
+    }
     assert len(held_out) > 1  # the seed does pick the cases
 
 
@@ -130,7 +138,9 @@ def test_nifti_volumes_are_sliced_with_spacing(nifti_dataset):
     ds = SegmentationDataset(records, spec, 1, "ct_window", ct_window=(40, 400))
     sample = ds[1]
     assert sample["image"].shape == (1, 32, 32) and 0.0 <= float(sample["image"].min())
-    assert ds.spacing(1) == pytest.approx((0.8, 0.8)) and ds.volume_spacing(1) == pytest.approx((0.8, 0.8, 2.5))
+    assert ds.spacing(1) == pytest.approx((0.8, 0.8)) and ds.volume_spacing(1) == pytest.approx(
+        (0.8, 0.8, 2.5)
+    )
     assert int(ds[0]["mask"].sum()) == 0 and int(sample["mask"].sum()) > 0  # slice 0 is the empty one
 
 
@@ -139,8 +149,16 @@ def test_joint_augmentation_keeps_image_and_mask_aligned():
     mask = np.zeros((40, 50), np.uint8)
     image[5:15, 10:30] = 1.0
     mask[5:15, 10:30] = 1
-    aug = SegAugConfig(crop_size=[64, 64], hflip=1.0, vflip=1.0, rotate90=1.0, rotate_p=1.0, rotate_limit=20,
-                       elastic_p=0.0, brightness_contrast_p=0.0)
+    aug = SegAugConfig(
+        crop_size=[64, 64],
+        hflip=1.0,
+        vflip=1.0,
+        rotate90=1.0,
+        rotate_p=1.0,
+        rotate_limit=20,
+        elastic_p=0.0,
+        brightness_contrast_p=0.0,
+    )
     out = build_train_transform(aug)(image=image, mask=mask)
     assert out["image"].shape[:2] == (64, 64) and out["mask"].shape == (64, 64)
     inside = out["mask"] == 1

@@ -19,16 +19,24 @@ from tasks.segmentation.task import make_targets
 def test_dice_ce_equals_the_smp_terms():
     logits = torch.randn(2, 3, 8, 8)
     target = torch.randint(0, 3, (2, 8, 8))
-    expected = DiceLoss("multiclass")(logits, target) + SoftCrossEntropyLoss(smooth_factor=0.0)(logits, target)
-    torch.testing.assert_close(build_loss("multiclass", "dice_ce", ignore_index=None)(logits, target), expected)
+    expected = DiceLoss("multiclass")(logits, target) + SoftCrossEntropyLoss(smooth_factor=0.0)(
+        logits, target
+    )
+    torch.testing.assert_close(
+        build_loss("multiclass", "dice_ce", ignore_index=None)(logits, target), expected
+    )
     binary = torch.randint(0, 2, (2, 1, 8, 8)).float()
-    expected = DiceLoss("binary")(logits[:, :1], binary) + 0.5 * SoftBCEWithLogitsLoss()(logits[:, :1], binary)
+    expected = DiceLoss("binary")(logits[:, :1], binary) + 0.5 * SoftBCEWithLogitsLoss()(
+        logits[:, :1], binary
+    )
     got = build_loss("binary", "dice_ce", ignore_index=None, ce_weight=0.5)(logits[:, :1], binary)
     torch.testing.assert_close(got, expected)
 
 
-@pytest.mark.parametrize("mode,name", [("multiclass", "dice_ce"), ("binary", "dice_focal"), ("binary", "dice_ce"),
-                                       ("multilabel", "dice_ce")])
+@pytest.mark.parametrize(
+    "mode,name",
+    [("multiclass", "dice_ce"), ("binary", "dice_focal"), ("binary", "dice_ce"), ("multilabel", "dice_ce")],
+)
 def test_ignored_pixels_do_not_change_the_loss(mode, name):
     mask = torch.randint(0, 3 if mode == "multiclass" else 2, (2, 8, 8))
     mask[:, :, 6:] = 255

@@ -18,7 +18,7 @@ def _brute_force_hd95(pred, gt, spacing=(1.0, 1.0)):
 
     def border(mask):
         padded = np.pad(mask, 1)
-        inner = (padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:])
+        inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
         return np.argwhere(mask & ~inner) * np.asarray(spacing)
 
     bp, bg = border(pred), border(gt)
@@ -47,8 +47,8 @@ def test_hd95_matches_brute_force(spacing):
         gt = np.zeros((24, 20), bool)
         pred = np.zeros((24, 20), bool)
         r0, c0 = rng.integers(2, 10, size=2)
-        gt[r0:r0 + 8, c0:c0 + 6] = True
-        pred[r0 + 1:r0 + 10, c0 - 2:c0 + 5] = True
+        gt[r0 : r0 + 8, c0 : c0 + 6] = True
+        pred[r0 + 1 : r0 + 10, c0 - 2 : c0 + 5] = True
         pred[1, 1] = True  # an outlier pixel far from the ground truth
         ref = _brute_force_hd95(pred, gt, spacing or (1.0, 1.0))
         assert hd95(pred, gt, spacing) == pytest.approx(ref)

@@ -17,16 +17,24 @@ SMALL = (32, 16, 16, 16, 16)
 def _unet(**kw):
     in_chans = kw.pop("in_chans", 1)
     out = kw.pop("out_channels", 2)
-    return UNet(create_backbone("resnet18", out_indices=LEVELS, in_chans=in_chans), out, **{"decoder_channels": SMALL, **kw})
+    return UNet(
+        create_backbone("resnet18", out_indices=LEVELS, in_chans=in_chans),
+        out,
+        **{"decoder_channels": SMALL, **kw},
+    )
 
 
 def test_same_weights_same_output_as_smp_unet():
     # Anchor: smp.Unet("resnet18") is a torchvision ResNet + UnetDecoder + head. Our backbone uses torchvision
     # names, so smp's weights load into our U-Net with only the "encoder." -> "encoder.backbone." rename.
-    reference = smp.Unet("resnet18", encoder_weights=None, in_channels=3, classes=3, decoder_channels=SMALL).eval()
+    reference = smp.Unet(
+        "resnet18", encoder_weights=None, in_channels=3, classes=3, decoder_channels=SMALL
+    ).eval()
     ours = _unet(in_chans=3, out_channels=3).eval()
-    state = {(k.replace("encoder.", "encoder.backbone.", 1) if k.startswith("encoder.") else k): v
-             for k, v in reference.state_dict().items()}
+    state = {
+        (k.replace("encoder.", "encoder.backbone.", 1) if k.startswith("encoder.") else k): v
+        for k, v in reference.state_dict().items()
+    }
     missing, unexpected = ours.load_state_dict(state, strict=False)
     assert not unexpected and not missing
     x = torch.randn(2, 3, 64, 96)
@@ -43,11 +51,19 @@ def test_decoder_features_matches_smp_forward():
     assert [o.shape[-1] for o in outputs] == [4, 8, 16, 32, 64]
 
 
-@pytest.mark.parametrize("mode,num_classes,regions,channels", [
-    ("binary", 2, [], 1), ("multiclass", 4, [], 4), ("multilabel", 4, [[1, 2, 3], [2, 3], [3]], 3)])
+@pytest.mark.parametrize(
+    "mode,num_classes,regions,channels",
+    [("binary", 2, [], 1), ("multiclass", 4, [], 4), ("multilabel", 4, [[1, 2, 3], [2, 3], [3]], 3)],
+)
 def test_modes_and_odd_sizes(mode, num_classes, regions, channels):
-    cfg = SegModelConfig(arch="resnet18", in_chans=2, num_classes=num_classes, mode=mode, regions=regions,
-                         decoder_channels=list(SMALL))
+    cfg = SegModelConfig(
+        arch="resnet18",
+        in_chans=2,
+        num_classes=num_classes,
+        mode=mode,
+        regions=regions,
+        decoder_channels=list(SMALL),
+    )
     model = build_unet(cfg).eval()
     with torch.no_grad():
         assert model(torch.randn(1, 2, 45, 70)).shape == (1, channels, 45, 70)
@@ -61,11 +77,15 @@ def test_deep_supervision_returns_coarser_heads_in_training_only():
     assert model.eval()(torch.randn(1, 1, 50, 64)).shape == (1, 2, 50, 64)
 
 
-@pytest.mark.parametrize("norm,kind", [("groupnorm", nn.GroupNorm), ("instancenorm", nn.InstanceNorm2d),
-                                       ("batchnorm", nn.BatchNorm2d)])
+@pytest.mark.parametrize(
+    "norm,kind",
+    [("groupnorm", nn.GroupNorm), ("instancenorm", nn.InstanceNorm2d), ("batchnorm", nn.BatchNorm2d)],
+)
 def test_decoder_norms(norm, kind):
     model = _unet(decoder_norm=norm, decoder_norm_groups=4)
-    norms = [m for m in model.decoder.modules() if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d))]
+    norms = [
+        m for m in model.decoder.modules() if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d))
+    ]
     assert norms and all(type(m) is kind for m in norms)
     model(torch.randn(1, 1, 64, 64)).sum().backward()  # a batch of 1 trains with GN/IN in the decoder
 
@@ -82,8 +102,9 @@ def test_scse_attention_and_decoder_width_checks():
 
 
 def test_encoder_depth_and_frozen_stages():
-    cfg = SegModelConfig(arch="resnet18", in_chans=1, encoder_depth=4, decoder_channels=[32, 16, 16, 16],
-                         frozen_stages=1)
+    cfg = SegModelConfig(
+        arch="resnet18", in_chans=1, encoder_depth=4, decoder_channels=[32, 16, 16, 16], frozen_stages=1
+    )
     with pytest.warns(UserWarning, match="frozen"):
         model = build_unet(cfg).train()
     assert model.stride == 16

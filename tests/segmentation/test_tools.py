@@ -9,9 +9,19 @@ import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = ["model.arch=resnet18", "model.decoder_channels=[32,16,16,16,16]", "aug.crop_size=[32,32]",
-        "train.epochs=1", "train.batch_size=2", "train.num_workers=0", "train.max_steps_per_epoch=1",
-        "train.tensorboard=false", "train.warmup_epochs=0", "device=cpu", "eval.overlays=1"]
+TINY = [
+    "model.arch=resnet18",
+    "model.decoder_channels=[32,16,16,16,16]",
+    "aug.crop_size=[32,32]",
+    "train.epochs=1",
+    "train.batch_size=2",
+    "train.num_workers=0",
+    "train.max_steps_per_epoch=1",
+    "train.tensorboard=false",
+    "train.warmup_epochs=0",
+    "device=cpu",
+    "eval.overlays=1",
+]
 
 
 def _tool(name):
@@ -25,21 +35,36 @@ def _tool(name):
 def test_train_eval_predict_binary(binary_dataset, tmp_path):
     run = tmp_path / "run"
     config = ROOT / "configs" / "segmentation" / "unet_r34_membrane.yaml"
-    args = [str(config), f"data.root={binary_dataset}", "data.images_dir=images", "data.masks_dir=masks",
-            "data.val_fraction=0.34", *TINY]
+    args = [
+        str(config),
+        f"data.root={binary_dataset}",
+        "data.images_dir=images",
+        "data.masks_dir=masks",
+        "data.val_fraction=0.34",
+        *TINY,
+    ]
     assert _tool("train_seg").main([*args, f"--output-dir={run}"]) == 0
     summary = json.loads((run / "summary.json").read_text())
     seg = summary["segmentation"]
     assert len(seg["per_case"]) == 2 and {r["n_images"] for r in seg["per_case"]} == {1}
-    for key in ("dice/membrane", "dice/cell_interior", "iou/cell_interior", "precision/membrane", "hd95/membrane"):
+    for key in (
+        "dice/membrane",
+        "dice/cell_interior",
+        "iou/cell_interior",
+        "precision/membrane",
+        "hd95/membrane",
+    ):
         assert key in seg["means"]
     assert seg["means"]["dice_mean"] == pytest.approx(
-        np.nanmean([seg["means"]["dice/membrane"], seg["means"]["dice/cell_interior"]]))
+        np.nanmean([seg["means"]["dice/membrane"], seg["means"]["dice/cell_interior"]])
+    )
     assert summary["best_value"] == pytest.approx(seg["means"]["dice_mean"])
     assert list((run / "overlays").glob("*.png")) and (run / "checkpoints" / "best.pt").is_file()
 
     assert _tool("train_seg").main([*args, f"--output-dir={run}", "--eval-only"]) == 0
-    assert json.loads((run / "eval.json").read_text())["dice_mean"] == pytest.approx(seg["means"]["dice_mean"])
+    assert json.loads((run / "eval.json").read_text())["dice_mean"] == pytest.approx(
+        seg["means"]["dice_mean"]
+    )
 
     out = tmp_path / "pred"
     images = binary_dataset / "images"
@@ -48,19 +73,32 @@ def test_train_eval_predict_binary(binary_dataset, tmp_path):
     mask = np.array(Image.open(out / "odd_size.png"))
     assert mask.shape == (37, 53) and set(np.unique(mask)) <= {0, 255}  # training masks' raw values
     assert len(list(out.glob("*.png"))) == 7 and (out / "overlays" / "img0.png").is_file()
-    assert _tool("predict_seg").main([str(run / "checkpoints" / "best.pt"), str(tmp_path / "none"), str(out)]) == 2
+    assert (
+        _tool("predict_seg").main([str(run / "checkpoints" / "best.pt"), str(tmp_path / "none"), str(out)])
+        == 2
+    )
 
 
 @pytest.mark.slow
 def test_train_multiclass_manifest_groups_cases(multiclass_dataset, tmp_path):
     config = ROOT / "configs" / "segmentation" / "unet_r34_multiclass.yaml"
     run = tmp_path / "run"
-    args = [str(config), f"data.root={multiclass_dataset}", "model.weights=null", "data.val_fraction=0.34",
-            "data.normalization=minmax", "model.in_chans=1", "eval.tile_size=[32,32]", *TINY,
-            f"output_dir={run}"]
+    args = [
+        str(config),
+        f"data.root={multiclass_dataset}",
+        "model.weights=null",
+        "data.val_fraction=0.34",
+        "data.normalization=minmax",
+        "model.in_chans=1",
+        "eval.tile_size=[32,32]",
+        *TINY,
+        f"output_dir={run}",
+    ]
     assert _tool("train_seg").main(args) == 0
     seg = json.loads((run / "summary.json").read_text())["segmentation"]
-    assert [r["n_images"] for r in seg["per_case"]] == [2] and seg["per_case"][0]["case"].startswith("patient")
+    assert [r["n_images"] for r in seg["per_case"]] == [2] and seg["per_case"][0]["case"].startswith(
+        "patient"
+    )
     assert seg["spacing_units"] == "mm" and set(seg["channels"]) == {"background", "disc", "square"}
     assert len(seg["per_image"]) == 2
 
@@ -79,6 +117,7 @@ def test_train_nifti_reports_per_volume(nifti_dataset, tmp_path):
 
 def test_bad_config_value_is_a_clean_error(binary_dataset, tmp_path, capsys):
     config = ROOT / "configs" / "segmentation" / "unet_r34_membrane.yaml"
-    code = _tool("train_seg").main([str(config), f"data.root={binary_dataset}", "model.mode=binray",
-                                    f"output_dir={tmp_path}"])
+    code = _tool("train_seg").main(
+        [str(config), f"data.root={binary_dataset}", "model.mode=binray", f"output_dir={tmp_path}"]
+    )
     assert code == 2 and "model.mode must be one of" in capsys.readouterr().err

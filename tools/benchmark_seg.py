@@ -1,0 +1,149 @@
+"""Benchmark: our U-Net (resnet34 backbone + smp decoder) against smp.Unet("resnet34") in one process.
+
+    python tools/benchmark_seg.py            # 512x512, batch 4 (the issue's setting)
+    python tools/benchmark_seg.py --quick    # 256x256, batch 2, fewer repeats
+
+Rows: training step (forward + loss + backward + AdamW step) and inference images/s, fp32 for both
+models, then our fast path (bf16 autocast + channels-last) against smp's fp32 default.  Measurements of
+ours and the anchor alternate round by round so that load from other processes hits both alike; the
+median round counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from backbones import create_backbone  # noqa: E402
+from tasks.segmentation.model import UNet  # noqa: E402
+from tasks.segmentation.smp_parts import smp_unet  # noqa: E402
+
+
+def _models():
+    ours = UNet(create_backbone("resnet34", out_indices=(0, 1, 2, 3, 4)), 1)
+    return ours, smp_unet("resnet34", classes=1)
+
+
+def _step_fn(model, x, target, train: bool, bf16: bool, channels_last: bool):
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    x = x.contiguous(memory_format=fmt)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4) if train else None
+    model.train(train)
+
+    def step():
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        if train:
+            with ctx:
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x).float(), target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        else:
+            with torch.inference_mode(), ctx:
+                model(x)
+
+    return step
+
+
+def _time_pair(step_a, step_b, rounds: int, batch: int) -> tuple[float, float]:
+    step_a(), step_b()  # warm-up (oneDNN primitive creation, allocator)
+    times_a, times_b = [], []
+    for _ in range(rounds):
+        for step, times in ((step_a, times_a), (step_b, times_b)):
+            start = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - start)
+    return batch / statistics.median(times_a), batch / statistics.median(times_b)
+
+
+def run(quick: bool = False) -> list[dict]:
+    """Measure and return rows (name, ours, anchor, unit, ratio, target)."""
+    torch.manual_seed(0)
+    size, batch, rounds = (256, 2, 2) if quick else (512, 4, 3)
+    x = torch.randn(batch, 3, size, size)
+    target = (torch.rand(batch, 1, size, size) > 0.5).float()
+    rows = []
+    settings = [
+        ("train step fp32", True, False, False),
+        ("inference fp32", False, False, False),
+        ("train step ours bf16+channels_last vs smp fp32", True, True, True),
+        ("inference ours bf16+channels_last vs smp fp32", False, True, True),
+    ]
+    for name, train, bf16, channels_last in settings:
+        ours, anchor = _models()
+        step_ours = _step_fn(ours, x, target, train, bf16, channels_last)
+        step_anchor = _step_fn(anchor, x, target, train, False, False)
+        ours_ips, anchor_ips = _time_pair(step_ours, step_anchor, rounds, batch)
+        rows.append(
+            {
+                "name": f"{name} ({batch}x3x{size}x{size})",
+                "ours": round(ours_ips, 3),
+                "anchor": round(anchor_ips, 3),
+                "unit": "images/s",
+                "ratio": round(ours_ips / anchor_ips, 3),
+                "target": 2.0 if bf16 else 1.0,
+            }
+        )
+    # For reference: what autocast does for smp itself on this machine (no target).
+    _, anchor = _models()
+    _, anchor_b = _models()
+    anchor_b.load_state_dict(anchor.state_dict())
+    smp_bf16, smp_fp32 = _time_pair(
+        _step_fn(anchor_b, x, target, False, True, True),
+        _step_fn(anchor, x, target, False, False, False),
+        rounds,
+        batch,
+    )
+    rows.append(
+        {
+            "name": f"inference smp bf16+channels_last vs smp fp32 ({batch}x3x{size}x{size})",
+            "ours": round(smp_bf16, 3),
+            "anchor": round(smp_fp32, 3),
+            "unit": "images/s",
+            "ratio": round(smp_bf16 / smp_fp32, 3),
+            "target": None,
+        }
+    )
+    return rows
+
+
+def machine() -> str:
+    """One line describing where the numbers come from."""
+    # oneDNN reports bf16 "supported" on any AVX-512 CPU (it emulates); native means the avx512_bf16 or
+    # amx_bf16 instructions, which is what makes bf16 autocast fast.
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = set(cpuinfo.read_text().split()) if cpuinfo.is_file() else set()
+    native = bool(flags & {"avx512_bf16", "amx_bf16"})
+    return (
+        f"{platform.machine()} {torch.backends.cpu.get_cpu_capability()} | torch {torch.__version__} | "
+        f"threads {torch.get_num_threads()} | native bf16 {'yes' if native else 'no'}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller images and batch (a smoke run)")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rows = run(quick=args.quick)
+    print(machine())
+    print(f"{'benchmark':<72} {'ours':>9} {'smp':>9} {'ratio':>7} {'target':>7}")
+    for r in rows:
+        target = "-" if r["target"] is None else f">={r['target']}"
+        print(f"{r['name']:<72} {r['ours']:>9.3f} {r['anchor']:>9.3f} {r['ratio']:>7.3f} {target:>7}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
