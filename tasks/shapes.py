@@ -32,9 +32,20 @@ def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, fl
         return [(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)]
     if shape == "cross":
         t = r / 3
-        return [(cx - t, cy - r), (cx + t, cy - r), (cx + t, cy - t), (cx + r, cy - t), (cx + r, cy + t),
-                (cx + t, cy + t), (cx + t, cy + r), (cx - t, cy + r), (cx - t, cy + t), (cx - r, cy + t),
-                (cx - r, cy - t), (cx - t, cy - t)]
+        return [
+            (cx - t, cy - r),
+            (cx + t, cy - r),
+            (cx + t, cy - t),
+            (cx + r, cy - t),
+            (cx + r, cy + t),
+            (cx + t, cy + t),
+            (cx + t, cy + r),
+            (cx - t, cy + r),
+            (cx - t, cy + t),
+            (cx - r, cy + t),
+            (cx - r, cy - t),
+            (cx - t, cy - t),
+        ]
     return None
 
 
@@ -116,7 +127,12 @@ def _scene(size: int, classes, rng, max_objects: int):
         _paint(image, mask, colour, _texture("solid", size, rng), rng)
         labels[mask] = class_index + 1
         ys, xs = np.nonzero(mask)
-        box = [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
+        box = [
+            float(xs.min()),
+            float(ys.min()),
+            float(xs.max() - xs.min() + 1),
+            float(ys.max() - ys.min() + 1),
+        ]
         objects.append((classes[class_index], box, int(mask.sum())))
     return image, labels, objects
 
@@ -132,10 +148,18 @@ def make_detection(root: Path, count: int, size: int, rng: np.random.Generator) 
         images.append({"id": index + 1, "file_name": name, "width": size, "height": size})
         for label, box, area in objects:
             annotations.append(
-                {"id": len(annotations) + 1, "image_id": index + 1, "category_id": DETECTION_CATEGORY_IDS[label],
-                 "bbox": box, "area": float(area), "iscrowd": 0}
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": index + 1,
+                    "category_id": DETECTION_CATEGORY_IDS[label],
+                    "bbox": box,
+                    "area": float(area),
+                    "iscrowd": 0,
+                }
             )
-    categories = [{"id": cid, "name": name, "supercategory": "shape"} for name, cid in DETECTION_CATEGORY_IDS.items()]
+    categories = [
+        {"id": cid, "name": name, "supercategory": "shape"} for name, cid in DETECTION_CATEGORY_IDS.items()
+    ]
     (root / "annotations.json").write_text(
         json.dumps({"images": images, "annotations": annotations, "categories": categories})
     )
@@ -161,7 +185,9 @@ def make_fewshot(root: Path, per_class: int, size: int, rng: np.random.Generator
                     image = _background(size, rng)
                     r = rng.uniform(0.28, 0.42) * size
                     cx, cy = rng.uniform(r, size - r, size=2)
-                    _paint(image, shape_mask(shape, size, cx, cy, r), colour, _texture(texture, size, rng), rng)
+                    _paint(
+                        image, shape_mask(shape, size, cx, cy, r), colour, _texture(texture, size, rng), rng
+                    )
                     _save(image, root / shape / f"{shape}_{texture}_{colour_name}" / f"{index:03d}.png")
     return root
 
