@@ -35,6 +35,7 @@ class FewShotDataConfig:
     split_file: str = ""  # a JSON split (tasks.fewshot.splits.save_split) instead of fractions/seed
     rotations: list[int] = field(default_factory=list)  # e.g. [0, 90, 180, 270]: rotated copies = new classes
     augment: bool = False
+    cache_images: bool = True  # keep decoded, resized images in memory (set false for large datasets)
     # Episodic training (method=protonet): one episode per optimiser step.
     n_way: int = 5
     k_shot: int = 1

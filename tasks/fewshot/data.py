@@ -178,21 +178,37 @@ def check_image_headers(paths: Sequence[str | os.PathLike]) -> None:
             )
 
 
-def build_transform(image_size: int, channels: int, augment: bool = False) -> v2.Compose:
-    """PIL image -> float tensor (channels, image_size, image_size) in [0, 1], normalised to mean 0.5/std 0.5.
+class ImageTransform:
+    """PIL image -> float tensor (channels, size, size) in [-1, 1] (mean 0.5 / std 0.5 normalisation).
+
+    Two stages so that datasets can cache the deterministic part (decode, convert, resize) and redo only
+    the random augmentation per sample.
 
     Args:
-        image_size: square output side; every image is resized (not cropped) so mixed sizes are fine.
+        image_size: square output side; every image is resized (not cropped), so mixed sizes are fine.
         channels: 1 (grayscale, e.g. Omniglot) or 3 (RGB).
         augment: small random affine jitter for base training (strokes and objects survive it).
     """
-    if channels not in (1, 3):
-        raise FewShotDataError(f"channels must be 1 or 3, got {channels}")
-    steps: list = [v2.ToImage(), v2.Resize((image_size, image_size), antialias=True)]
-    if augment:
-        steps.append(v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1)))
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5] * channels, [0.5] * channels)]
-    return v2.Compose(steps)
+
+    def __init__(self, image_size: int, channels: int, augment: bool = False):
+        if channels not in (1, 3):
+            raise FewShotDataError(f"channels must be 1 or 3, got {channels}")
+        if image_size < 1:
+            raise FewShotDataError(f"image_size must be >= 1, got {image_size}")
+        self.resize = v2.Compose([v2.ToImage(), v2.Resize((image_size, image_size), antialias=True)])
+        finish: list = (
+            [v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1))] if augment else []
+        )
+        finish += [v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5] * channels, [0.5] * channels)]
+        self.finish = v2.Compose(finish)
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return self.finish(self.resize(image))
+
+
+def build_transform(image_size: int, channels: int, augment: bool = False) -> ImageTransform:
+    """See `ImageTransform`."""
+    return ImageTransform(image_size, channels, augment)
 
 
 def load_image(path: str | os.PathLike, channels: int) -> Image.Image:
@@ -212,22 +228,35 @@ def load_image(path: str | os.PathLike, channels: int) -> Image.Image:
 
 
 class ImageListDataset(Dataset):
-    """(image tensor, label) for a list of files; decoding happens lazily in `__getitem__`."""
+    """(image tensor, label) for a list of files, decoded lazily.
 
-    def __init__(self, paths: Sequence[str | os.PathLike], labels: Sequence[int], transform, channels: int):
+    Args:
+        paths, labels: the samples.
+        transform: an `ImageTransform`.
+        channels: 1 or 3 (mode the images are converted to).
+        cache: keep each decoded, resized uint8 image in memory after first use (small datasets such as
+            Omniglot: decoding dominates the epoch time otherwise); augmentation still runs every time.
+    """
+
+    def __init__(self, paths, labels, transform: ImageTransform, channels: int, cache: bool = False):
         if len(paths) != len(labels):
             raise FewShotDataError(f"{len(paths)} paths but {len(labels)} labels")
         self.paths = [Path(p) for p in paths]
         self.labels = [int(label) for label in labels]
         self.transform = transform
         self.channels = channels
+        self.cache: dict[int, torch.Tensor] | None = {} if cache else None
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, idx: int) -> tuple[torch.Tensor, int]:
-        image = self.transform(load_image(self.paths[idx], self.channels))
-        return image, self.labels[idx]
+        resized = self.cache.get(idx) if self.cache is not None else None
+        if resized is None:
+            resized = self.transform.resize(load_image(self.paths[idx], self.channels))
+            if self.cache is not None:
+                self.cache[idx] = resized
+        return self.transform.finish(resized), self.labels[idx]
 
 
 class RotatedClasses(Dataset):
@@ -256,10 +285,12 @@ class RotatedClasses(Dataset):
         return torch.rot90(image, quarter_turns, dims=(-2, -1)), label * len(self.rotations) + rot_idx
 
 
-def dataset_from_index(index: ClassFolderIndex, transform, channels: int) -> ImageListDataset:
+def dataset_from_index(
+    index: ClassFolderIndex, transform: ImageTransform, channels: int, cache: bool = False
+) -> ImageListDataset:
     """An `ImageListDataset` over every image of `index`, labels = class positions in `index`."""
     samples = index.samples()
-    return ImageListDataset([p for p, _ in samples], [c for _, c in samples], transform, channels)
+    return ImageListDataset([p for p, _ in samples], [c for _, c in samples], transform, channels, cache)
 
 
 def load_all(dataset: Dataset, batch_size: int = 256, num_workers: int = 0) -> torch.Tensor:

@@ -134,25 +134,46 @@ def evaluate_episodes(
         position[used] = torch.arange(len(used))
         lookup = (activations, position)
     accuracies, predictions = [], []
-    iterator = enumerate(episodes)
-    for number, episode in progress(iterator) if progress else iterator:
-        support_ids = torch.tensor(episode.support)
-        query_ids = torch.tensor(episode.query)
-        if lookup is not None:
-            activations, position = lookup
-            support, query = activations[position[support_ids]], activations[position[query_ids]]
-        else:
-            t0 = time.perf_counter()
-            support = frozen_activations(net, images[support_ids], level, batch_size)
-            query = frozen_activations(net, images[query_ids], level, batch_size)
-            embed_seconds += time.perf_counter() - t0
-            embedded += len(support_ids) + len(query_ids)
-        predicted = _predict(method, support, episode.support_labels(), query, episode.n_way, number).argmax(
-            1
-        )
-        predictions.append(predicted)
+    if lookup is not None and getattr(method, "predict_batch", None) and method.uses_frozen_features:
+        predictions = _predict_batched(method, lookup, episodes, progress)
+    else:
+        iterator = enumerate(episodes)
+        for number, episode in progress(iterator) if progress else iterator:
+            support_ids = torch.tensor(episode.support)
+            query_ids = torch.tensor(episode.query)
+            if lookup is not None:
+                activations, position = lookup
+                support, query = activations[position[support_ids]], activations[position[query_ids]]
+            else:
+                t0 = time.perf_counter()
+                support = frozen_activations(net, images[support_ids], level, batch_size)
+                query = frozen_activations(net, images[query_ids], level, batch_size)
+                embed_seconds += time.perf_counter() - t0
+                embedded += len(support_ids) + len(query_ids)
+            labels = episode.support_labels()
+            predictions.append(_predict(method, support, labels, query, episode.n_way, number).argmax(1))
+    for episode, predicted in zip(episodes, predictions):
         accuracies.append((predicted == episode.query_labels()).float().mean().item())
     return EpisodeResults(accuracies, predictions, time.perf_counter() - start, embed_seconds, embedded)
+
+
+def _predict_batched(method, lookup, episodes, progress, chunk: int = 200) -> list[torch.Tensor]:
+    """Episodes of one shape in chunks through `method.predict_batch` (head-only transfer)."""
+    activations, position = lookup
+    predictions: list[torch.Tensor] = []
+    starts = range(0, len(episodes), chunk)
+    for start in progress(starts) if progress else starts:
+        group = episodes[start : start + chunk]
+        shapes = {(ep.n_way, len(ep.support), len(ep.query)) for ep in group}
+        if len(shapes) > 1:
+            raise ValueError(f"batched transfer needs episodes of one shape, got {sorted(shapes)}")
+        support = activations[position[torch.tensor([ep.support for ep in group])]]
+        query = activations[position[torch.tensor([ep.query for ep in group])]]
+        labels = torch.stack([ep.support_labels() for ep in group])
+        indices = list(range(start, start + len(group)))
+        logits = method.predict_batch(support, labels, query, group[0].n_way, indices)
+        predictions += list(logits.argmax(dim=2))
+    return predictions
 
 
 def _predict(method, support, support_labels, query, n_way, episode_index):

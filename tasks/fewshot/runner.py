@@ -57,22 +57,26 @@ def run_episodes(
     num_episodes: int,
     *,
     part: str = "novel",
-    episodes_file: str | os.PathLike | None = None,
+    replay_file: str | os.PathLike | None = None,
+    save_file: str | os.PathLike | None = None,
     finetune: FinetuneSettings | None = None,
     progress=None,
 ) -> dict:
     """Evaluate `methods` on the same episodes of one split part; returns a JSON-able summary.
 
-    If `episodes_file` exists it is replayed (its spec wins); otherwise the sampled episodes are written
-    there, so any later run can replay exactly the same tasks.
+    Args:
+        replay_file: replay these saved episodes (their spec replaces `spec` and `num_episodes`).
+        save_file: write the episodes used here, so that any later run can replay exactly the same tasks.
     """
     index = split_data.part(part) if part != "all" else split_data.index
-    if episodes_file and Path(episodes_file).is_file():
-        spec, episodes = load_episodes(episodes_file, index)
+    if replay_file:
+        if not Path(replay_file).is_file():
+            raise FewShotDataError(f"episode file {replay_file} does not exist")
+        spec, episodes = load_episodes(replay_file, index)
     else:
         episodes = sample_episodes(index, spec, num_episodes)
-        if episodes_file:
-            save_episodes(episodes_file, index, spec, episodes)
+    if save_file:
+        save_episodes(save_file, index, spec, episodes)
     images = load_all(
         dataset_from_index(index, build_transform(cfg.data.image_size, cfg.data.channels), cfg.data.channels)
     )

@@ -114,7 +114,9 @@ class FewShotTask(Task):
     def build_datasets(self):
         d = self.cfg.data
         base = self.split_data.part("base")
-        train = dataset_from_index(base, build_transform(d.image_size, d.channels, d.augment), d.channels)
+        train = dataset_from_index(
+            base, build_transform(d.image_size, d.channels, d.augment), d.channels, d.cache_images
+        )
         self.train_index, self.train_id_map = base, None
         if d.rotations:
             train = RotatedClasses(train, d.rotations)
@@ -125,7 +127,9 @@ class FewShotTask(Task):
         if self.split_data.split["val"] and d.val_episodes > 0:
             self.val_index = self.split_data.part("val")
             validate_spec(self.val_index, self.val_spec)
-            val = dataset_from_index(self.val_index, build_transform(d.image_size, d.channels), d.channels)
+            val = dataset_from_index(
+                self.val_index, build_transform(d.image_size, d.channels), d.channels, d.cache_images
+            )
         self._write_split()
         return train, val
 
