@@ -87,19 +87,21 @@ def scan_image_folder(
     else:
         classes = found
     samples = []
+    ignored: list[Path] = []
     for label, name in enumerate(classes):
         folder = root / name
-        files = (
-            sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
-            if folder.is_dir()
-            else []
-        )
+        found = [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
+        files = sorted(p for p in found if p.suffix.lower() in IMG_EXTENSIONS)
+        ignored += [p for p in found if p.suffix.lower() not in IMG_EXTENSIONS and not p.name.startswith(".")]
         if not files:
             raise DataError(
                 f"class folder {folder} has no images (extensions {', '.join(IMG_EXTENSIONS)}); "
                 "remove it or add images"
             )
         samples += [Sample(p, label) for p in files]
+    if ignored:
+        shown = ", ".join(str(p) for p in ignored[:5]) + (" ..." if len(ignored) > 5 else "")
+        log.warning("%s: ignored %d file(s) without an image extension: %s", root, len(ignored), shown)
     return samples, classes
 
 

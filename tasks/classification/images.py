@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-# torchvision's IMG_EXTENSIONS, spelled out so that scanning does not depend on a private helper.
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+# torchvision's IMG_EXTENSIONS plus .gif (PIL decodes its first frame; real photo sets contain a few).
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 
 
 class CorruptImageError(ValueError):

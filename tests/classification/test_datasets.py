@@ -19,8 +19,11 @@ def task_for(root, **data):
     return ClassificationTask(cfg)
 
 
-def test_scan_image_folder_labels_in_sorted_class_order(image_folder):
-    samples, classes = scan_image_folder(image_folder)
+def test_scan_image_folder_labels_in_sorted_class_order(image_folder, caplog):
+    (image_folder / "ants" / "notes.txt").write_text("not an image")
+    with caplog.at_level(logging.WARNING, logger="tasks.classification"):
+        samples, classes = scan_image_folder(image_folder)
+    assert "ignored 1 file(s)" in caplog.text and "notes.txt" in caplog.text
     assert classes == ["ants", "bees"]
     assert Counter(s.label for s in samples) == {0: 6, 1: 6}
     assert all(s.path.parent.name == classes[s.label] for s in samples)
