@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -77,6 +77,8 @@ def run_episodes(
         episodes = sample_episodes(index, spec, num_episodes)
     if save_file:
         save_episodes(save_file, index, spec, episodes)
+    # Head initialisation and batch order follow the episode seed, so a replay reproduces them too.
+    finetune = replace(finetune or FinetuneSettings(), seed=spec.seed)
     images = load_all(
         dataset_from_index(index, build_transform(cfg.data.image_size, cfg.data.channels), cfg.data.channels)
     )

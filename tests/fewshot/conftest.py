@@ -61,3 +61,9 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def shared_tree(tmp_path_factory) -> Path:
+    """A session-wide nested tree (2 groups x 4 classes x 6 images) for the slower tool tests; read-only."""
+    return make_class_tree(tmp_path_factory.mktemp("fewshot_shared") / "data")
