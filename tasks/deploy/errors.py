@@ -1,0 +1,7 @@
+"""The one error type of the deployment tools."""
+
+from __future__ import annotations
+
+
+class DeployError(ValueError):
+    """Bad input to export/quantize/prune/analyze: the message names the file, key or value at fault."""
