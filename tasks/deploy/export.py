@@ -43,19 +43,32 @@ class ParityResult:
 
     def line(self) -> str:
         verdict = "OK" if self.passed else "FAILED"
-        return (f"parity {self.name}: max |diff| = {self.max_abs_diff:.3g} "
-                f"(tolerance atol={self.atol:g} + rtol={self.rtol:g}*|ref|) {verdict} {self.note}").rstrip()
+        return (
+            f"parity {self.name}: max |diff| = {self.max_abs_diff:.3g} "
+            f"(tolerance atol={self.atol:g} + rtol={self.rtol:g}*|ref|) {verdict} {self.note}"
+        ).rstrip()
 
 
-def compare(name: str, reference: Sequence[torch.Tensor], exported: Sequence[torch.Tensor],
-            atol: float = 1e-4, rtol: float = 1e-3) -> ParityResult:
+def compare(
+    name: str,
+    reference: Sequence[torch.Tensor],
+    exported: Sequence[torch.Tensor],
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+) -> ParityResult:
     """Elementwise check ``|exported - reference| <= atol + rtol * |reference|`` over all outputs."""
     worst, passed, note = 0.0, True, ""
     for index, (ref, out) in enumerate(zip(reference, exported, strict=True)):
         out = torch.as_tensor(out)
         if ref.shape != out.shape:
-            return ParityResult(name, float("inf"), atol, rtol, False,
-                                f"output {index}: shape {tuple(out.shape)} != reference {tuple(ref.shape)}")
+            return ParityResult(
+                name,
+                float("inf"),
+                atol,
+                rtol,
+                False,
+                f"output {index}: shape {tuple(out.shape)} != reference {tuple(ref.shape)}",
+            )
         if ref.numel() == 0:
             continue
         diff = (out.double() - ref.double()).abs()
@@ -92,21 +105,45 @@ def _as_tuple(output) -> tuple[torch.Tensor, ...]:
     return tuple(output) if isinstance(output, (tuple, list)) else (output,)
 
 
-def export_onnx(module: nn.Module, example: torch.Tensor, path: Path, dynamic_axes: dict[int, str],
-                output_names: Sequence[str], dynamo: bool = True) -> Path:
+def export_onnx(
+    module: nn.Module,
+    example: torch.Tensor,
+    path: Path,
+    dynamic_axes: dict[int, str],
+    output_names: Sequence[str],
+    dynamo: bool = True,
+) -> Path:
     """Write ``module`` as ONNX; ``dynamic_axes`` maps input dims to names (e.g. ``{2: "height"}``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer/exporter chatter; parity is checked right after
         if dynamo:
-            dims = {i: torch.export.Dim(name, min=1 if i == 0 else 8, max=8192) for i, name in dynamic_axes.items()}
-            torch.onnx.export(module, (example,), str(path), dynamo=True, verbose=False,
-                              input_names=["input"], output_names=list(output_names),
-                              dynamic_shapes={"x": dims} if dims else None, report=False)
+            dims = {
+                i: torch.export.Dim(name, min=1 if i == 0 else 8, max=8192)
+                for i, name in dynamic_axes.items()
+            }
+            torch.onnx.export(
+                module,
+                (example,),
+                str(path),
+                dynamo=True,
+                verbose=False,
+                input_names=["input"],
+                output_names=list(output_names),
+                dynamic_shapes={"x": dims} if dims else None,
+                report=False,
+            )
         else:
-            torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=17,
-                              input_names=["input"], output_names=list(output_names),
-                              dynamic_axes={"input": dynamic_axes} if dynamic_axes else None)
+            torch.onnx.export(
+                module,
+                (example,),
+                str(path),
+                dynamo=False,
+                opset_version=17,
+                input_names=["input"],
+                output_names=list(output_names),
+                dynamic_axes={"input": dynamic_axes} if dynamic_axes else None,
+            )
     return path
 
 
@@ -123,17 +160,28 @@ def classifier_for_export(model: nn.Module, channels_last: bool = True) -> nn.Mo
 
 def unet_for_export(model: nn.Module) -> PadToStride:
     """Folded U-Net core wrapped so any H x W works."""
-    return PadToStride(UNetCore(prepare_for_inference(model, fuse=True, channels_last=False)), model.stride).eval()
+    return PadToStride(
+        UNetCore(prepare_for_inference(model, fuse=True, channels_last=False)), model.stride
+    ).eval()
 
 
 def detector_for_export(model: nn.Module, height: int, width: int) -> DetectorFixedSize:
     """Folded Faster R-CNN (frozen BN folds too) for one fixed (1, 3, height, width) input."""
-    return DetectorFixedSize(prepare_for_inference(model, fuse=True, channels_last=False), height, width).eval()
+    return DetectorFixedSize(
+        prepare_for_inference(model, fuse=True, channels_last=False), height, width
+    ).eval()
 
 
-def export_task_model(task: str, model: nn.Module, inputs: list[torch.Tensor], out_dir: str | Path,
-                      formats: Sequence[str] = FORMATS, name: str = "model",
-                      atol: float = 1e-4, rtol: float = 1e-3) -> list[ParityResult]:
+def export_task_model(
+    task: str,
+    model: nn.Module,
+    inputs: list[torch.Tensor],
+    out_dir: str | Path,
+    formats: Sequence[str] = FORMATS,
+    name: str = "model",
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+) -> list[ParityResult]:
     """Export ``model`` of ``task`` in each format and check parity on ``inputs`` (real images).
 
     Args:
@@ -167,7 +215,9 @@ def export_task_model(task: str, model: nn.Module, inputs: list[torch.Tensor], o
         wrapped = classifier_for_export(model)
         cases = [("batch", batch)]
         # torch.export specialises a dimension of size 1, so the example batch has at least two images.
-        example = (batch if len(batch) > 1 else batch.repeat(2, 1, 1, 1)).contiguous(memory_format=torch.channels_last)
+        example = (batch if len(batch) > 1 else batch.repeat(2, 1, 1, 1)).contiguous(
+            memory_format=torch.channels_last
+        )
         dynamic, names = {0: "batch"}, ["logits"]
         meta["input_shape"] = ["batch", *batch.shape[1:]]
     elif task == "segmentation":
@@ -186,7 +236,9 @@ def export_task_model(task: str, model: nn.Module, inputs: list[torch.Tensor], o
         height, width = inputs[0].shape[-2:]
         bad_sizes = [tuple(x.shape[-2:]) for x in inputs if tuple(x.shape[-2:]) != (height, width)]
         if bad_sizes:
-            raise DeployError(f"detector inputs must all be {height}x{width} (the export size), got {bad_sizes}")
+            raise DeployError(
+                f"detector inputs must all be {height}x{width} (the export size), got {bad_sizes}"
+            )
         wrapped = detector_for_export(model, int(height), int(width))
         cases = [(f"image{i}", x[None]) for i, x in enumerate(inputs)]
         example, dynamic, names = cases[0][1], {}, ["boxes", "scores", "labels"]
@@ -203,7 +255,9 @@ def export_task_model(task: str, model: nn.Module, inputs: list[torch.Tensor], o
                 traced_core = _trace(wrapped.core, F.pad(example, _stride_pad(example, wrapped.stride)))
                 exported = torch.jit.script(PadToStride(traced_core, wrapped.stride))
             elif task == "detection":
-                exported = torch.jit.script(FixedSizeGuard(_trace(wrapped, example), wrapped.height, wrapped.width))
+                exported = torch.jit.script(
+                    FixedSizeGuard(_trace(wrapped, example), wrapped.height, wrapped.width)
+                )
             else:
                 exported = _trace(wrapped, example)
             exported.save(str(path))
@@ -211,13 +265,19 @@ def export_task_model(task: str, model: nn.Module, inputs: list[torch.Tensor], o
                 warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, still the C++ route
                 runner = torch.jit.load(str(path))
         else:
-            path = export_onnx(wrapped, example, out_dir / f"{name}.onnx", dynamic, names,
-                               dynamo=task != "detection")
+            path = export_onnx(
+                wrapped, example, out_dir / f"{name}.onnx", dynamic, names, dynamo=task != "detection"
+            )
             runner = OnnxModel(path)
         for label, x in cases:
             with torch.no_grad():
-                outputs = _as_tuple(runner(x.contiguous(memory_format=torch.channels_last)
-                                           if task == "classification" and fmt == "torchscript" else x))
+                outputs = _as_tuple(
+                    runner(
+                        x.contiguous(memory_format=torch.channels_last)
+                        if task == "classification" and fmt == "torchscript"
+                        else x
+                    )
+                )
             results.append(compare(f"{fmt} {label}", references[label], outputs, atol, rtol))
     meta["parity"] = [asdict(r) for r in results]
     (out_dir / f"{name}.json").write_text(json.dumps(meta, indent=2))

@@ -45,7 +45,8 @@ def real_images(task: str, cfg: Any, count: int, split: str = "val") -> list[tor
             dataset = _datasets(task, cfg, "train")
     except (ValueError, OSError) as err:
         raise DeployError(
-            f"cannot read the {split} data of this run ({err}); point data.root=... at the data or pass --random"
+            f"cannot read the {split} data of this run ({err}); "
+            "point data.root=... at the data or pass --random"
         ) from None
     if dataset is None or len(dataset) == 0:
         raise DeployError(f"the {split} set of this run is empty; pass data.root=... or --random")

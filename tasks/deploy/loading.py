@@ -66,8 +66,11 @@ def detect_task(config: dict, source: str | Path = "<checkpoint>") -> str:
 
 def _diff(saved: Any, wanted: Any, prefix: str = "model") -> list[str]:
     if isinstance(saved, dict) and isinstance(wanted, dict):
-        return [line for key in sorted(set(saved) | set(wanted))
-                for line in _diff(saved.get(key, "<missing>"), wanted.get(key, "<missing>"), f"{prefix}.{key}")]
+        return [
+            line
+            for key in sorted(set(saved) | set(wanted))
+            for line in _diff(saved.get(key, "<missing>"), wanted.get(key, "<missing>"), f"{prefix}.{key}")
+        ]
     return [] if saved == wanted else [f"{prefix}: checkpoint={saved!r} config={wanted!r}"]
 
 
@@ -77,7 +80,9 @@ def _build(task: str, cfg: Any, state: dict[str, torch.Tensor]) -> nn.Module:
 
         if "head.fc.weight" not in state:
             raise DeployError("classification checkpoint has no head.fc.weight: cannot size the head")
-        return build_classifier(dataclasses.replace(cfg.model, weights=""), int(state["head.fc.weight"].shape[0]))
+        return build_classifier(
+            dataclasses.replace(cfg.model, weights=""), int(state["head.fc.weight"].shape[0])
+        )
     if task == "segmentation":
         from tasks.segmentation.model import build_unet
 
@@ -125,13 +130,17 @@ def load_model(
     except ValueError as err:
         raise DeployError(str(err)) from None
     if not isinstance(ckpt.get("config"), dict):
-        raise DeployError(f"{checkpoint}: no 'config' entry; expected a checkpoint written by tools/train_*.py")
+        raise DeployError(
+            f"{checkpoint}: no 'config' entry; expected a checkpoint written by tools/train_*.py"
+        )
     task = detect_task(ckpt["config"], checkpoint) if task == "auto" else task
     schema = _schema(task)
     saved = _config_dict(task, ckpt["config"])
     for item in overrides or []:
         if not item.startswith("data."):
-            raise DeployError(f"override {item!r}: only data.* keys may change; the model is fixed by the checkpoint")
+            raise DeployError(
+                f"override {item!r}: only data.* keys may change; the model is fixed by the checkpoint"
+            )
     try:
         from tasks.engine.config import apply_overrides
 
@@ -179,5 +188,7 @@ def load_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str | 
             parts.append(f"missing: {missing[:5]}")
         if unexpected:
             parts.append(f"unexpected: {unexpected[:5]}")
-        raise DeployError(f"{source}: weights do not fit the model built from its config ({', '.join(parts)})")
+        raise DeployError(
+            f"{source}: weights do not fit the model built from its config ({', '.join(parts)})"
+        )
     model.load_state_dict(state)

@@ -77,7 +77,11 @@ class FixedSizeGuard(nn.Module):
         if x.dim() != 4 or x.shape[0] != 1 or x.shape[2] != self.height or x.shape[3] != self.width:
             raise ValueError(
                 "this detector was exported for input (1, 3, "
-                + str(self.height) + ", " + str(self.width) + "), got " + str(list(x.shape))
+                + str(self.height)
+                + ", "
+                + str(self.width)
+                + "), got "
+                + str(list(x.shape))
                 + "; resize the image or export again with --input-size"
             )
         return self.traced(x)
