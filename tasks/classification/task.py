@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tasks.engine.config import config_to_dict
+from tasks.engine.monitor import progress, use_progress_bars
 from tasks.engine.task import Task
 
 from .config import ClsConfig
@@ -184,7 +185,7 @@ class ClassificationTask(Task):
     def predict(self, model: nn.Module, loader, device) -> tuple[Tensor, Tensor]:
         """Logits and labels of a whole loader (float32, on CPU)."""
         all_logits, all_labels = [], []
-        for images, labels in loader:
+        for images, labels in progress(loader, len(loader), "eval", use_progress_bars()):
             all_logits.append(model(self._inputs(images, device)).float().cpu())
             all_labels.append(labels)
         return torch.cat(all_logits), torch.cat(all_labels)

@@ -17,6 +17,13 @@ from .trainer import NonFiniteLossError, Trainer
 
 log = logging.getLogger("tasks.engine")
 
+try:  # a missing pretrained file is a user-facing error (offline machine), not a crash
+    from backbones.weights import WeightsUnavailableError as _WeightsUnavailable
+except ImportError:  # pragma: no cover - the engine does not need the backbones package
+    _WeightsUnavailable = ValueError
+
+USER_ERRORS = (ConfigError, CheckpointError, ValueError, FileNotFoundError, _WeightsUnavailable)
+
 
 def build_parser(description: str = "") -> argparse.ArgumentParser:
     """The flags every training tool accepts (see docs/parts/readme_engine.md)."""
@@ -75,12 +82,10 @@ def run_training_tool(
         task = task_cls(cfg)
         trainer = Trainer(cfg, task, resume=args.resume, weights=args.weights)
         result: Any = trainer.evaluate() if args.eval_only else trainer.fit()
-    except (ConfigError, CheckpointError, ValueError) as err:
-        log.error("error: %s", err)
-        print(f"error: {err}", file=sys.stderr)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)  # print, not log: shown even when logging is reconfigured
         return 2
     except NonFiniteLossError as err:
-        log.error("stopped: %s", err)
         print(f"stopped: {err}", file=sys.stderr)
         return 3
     finally:

@@ -67,3 +67,17 @@ def tiny():
 @pytest.fixture
 def make_folder():
     return write_image_folder
+
+
+@pytest.fixture(autouse=True)
+def _restore_determinism_flags():
+    """train.deterministic=true flips process-wide switches; keep them from leaking into other tests."""
+    flags = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
+    yield
+    torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags[2], flags[3]
