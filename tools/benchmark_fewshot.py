@@ -1,0 +1,150 @@
+"""Episodic evaluation speed: embed-once (ours) vs a per-episode backbone loop (easyfsl's `evaluate`).
+
+    python tools/benchmark_fewshot.py              # 1,000 5-way 1-shot 15-query episodes over 40 x 20
+                                                   # synthetic 32 px images, resnet18 (default stem)
+    python tools/benchmark_fewshot.py --quick      # 100 episodes
+    python tools/benchmark_fewshot.py --data ../shared/data/omniglot/images_background_small1
+
+Both sides use the same network and the same episodes, in one process. The anchor does what easyfsl's
+`methods.utils.evaluate` + `PrototypicalNetworks` do for every task: embed the support images, build the
+prototypes, embed the query images, predict by -cdist to the prototypes (written out here rather than
+installing easyfsl and pandas for one loop). Ours embeds every image used by any episode once and indexes
+the cached features. The predictions of both must be identical; the script fails otherwise.
+
+The gain is bounded by (episodes x images per episode) / distinct images (80,000 / 800 = 100 here) plus
+the better batching of one big embedding pass; on a set with many images per class (miniImageNet test:
+12,000 images) the same 1,000 episodes would gain far less from caching.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tasks.fewshot.data import build_transform, dataset_from_index, load_all, scan_class_folders  # noqa: E402
+from tasks.fewshot.episodes import EpisodeSpec, sample_episodes  # noqa: E402
+from tasks.fewshot.evaluation import evaluate_episodes  # noqa: E402
+from tasks.fewshot.heads import class_means  # noqa: E402
+from tasks.fewshot.methods import ProtoNet  # noqa: E402
+from tasks.fewshot.model import build_fewshot_net  # noqa: E402
+from tools.benchmark_backbone import machine_description  # noqa: E402
+
+TARGET = 50.0
+
+
+def synthetic_dataset(classes: int = 100, per_class: int = 20, size: int = 32, seed: int = 0):
+    """(images, index-like class lists): each class a random 8x8 binary pattern plus noise (no files)."""
+    rng = np.random.default_rng(seed)
+    patterns = np.kron(rng.integers(0, 2, (classes, 8, 8)), np.ones((size // 8, size // 8)))
+    noise = rng.uniform(0, 0.3, (classes, per_class, size, size))
+    images = torch.from_numpy((patterns[:, None] * 0.7 + noise).astype(np.float32)).reshape(-1, 1, size, size)
+    return (images - 0.5) / 0.5
+
+
+class _SyntheticIndex:
+    """Just what `sample_episodes` reads from a `ClassFolderIndex`."""
+
+    def __init__(self, classes: int, per_class: int):
+        from tasks.fewshot.data import ClassFolderIndex
+
+        files = tuple(tuple(f"c{c}/{i}.png" for i in range(per_class)) for c in range(classes))
+        self.index = ClassFolderIndex(
+            Path("synthetic"), tuple(f"c{c}" for c in range(classes)), ("",) * classes, files
+        )
+
+
+@torch.no_grad()
+def easyfsl_style_loop(net, images: torch.Tensor, episodes) -> list[torch.Tensor]:
+    """The anchor: run the backbone on every episode's support and query images (no reuse)."""
+    predictions = []
+    for episode in episodes:
+        support_labels = episode.support_labels()
+        support_features = net.embed(images[list(episode.support)])
+        prototypes = class_means(support_features, support_labels, episode.n_way)
+        query_features = net.embed(images[list(episode.query)])
+        predictions.append((-torch.cdist(query_features, prototypes)).argmax(dim=1))
+    return predictions
+
+
+def run(
+    quick: bool = False,
+    data: str | None = None,
+    episodes: int | None = None,
+    n_way: int = 5,
+    k_shot: int = 1,
+    q_query: int = 15,
+) -> list[dict]:
+    """Time both evaluations on the same episodes; raises if any prediction differs."""
+    count = episodes or (100 if quick else 1000)
+    if data:
+        index = scan_class_folders(data)
+        images = load_all(dataset_from_index(index, build_transform(32, 1), 1))
+    else:
+        # Shaped like the held-out Omniglot characters of docs/parts/results_fewshot.md (41 x 20 images).
+        index = _SyntheticIndex(40, 20).index
+        images = synthetic_dataset(40, 20)
+    spec = EpisodeSpec(n_way, k_shot, q_query, seed=0)
+    episode_list = sample_episodes(index, spec, count)
+    torch.manual_seed(0)
+    net = build_fewshot_net("resnet18", in_chans=1, head="none").eval()
+    evaluate_episodes(ProtoNet(), net, images, episode_list[:2])  # warm-up both paths
+    easyfsl_style_loop(net, images, episode_list[:2])
+
+    start = time.perf_counter()
+    ours = evaluate_episodes(ProtoNet(), net, images, episode_list)
+    ours_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    anchor = easyfsl_style_loop(net, images, episode_list)
+    anchor_seconds = time.perf_counter() - start
+
+    mismatched = [i for i, (a, b) in enumerate(zip(ours.predictions, anchor)) if not torch.equal(a, b)]
+    if mismatched:
+        raise AssertionError(
+            f"predictions differ in {len(mismatched)} of {count} episodes (first: {mismatched[0]})"
+        )
+    ours_rate, anchor_rate = count / ours_seconds, count / anchor_seconds
+    name = f"protonet eval {n_way}w{k_shot}s{q_query}q x{count} ({'omniglot' if data else 'synthetic'})"
+    return [
+        {
+            "name": name,
+            "ours": round(ours_rate, 1),
+            "anchor": round(anchor_rate, 2),
+            "unit": "episodes/s",
+            "ratio": round(ours_rate / anchor_rate, 1),
+            "target": TARGET,
+            "identical_predictions": f"{count}/{count} episodes",
+            "accuracy": round(ours.mean, 4),
+        }
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--data", default=None, help="class-folder dataset (default: synthetic in memory)")
+    parser.add_argument("--episodes", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rows = run(args.quick, args.data, args.episodes)
+    print(machine_description())
+    print(f"{'name':58} {'ours':>9} {'anchor':>9} {'unit':>11} {'ratio':>7} {'target':>7}  same predictions")
+    for row in rows:
+        print(
+            f"{row['name']:58} {row['ours']:>9} {row['anchor']:>9} {row['unit']:>11} {row['ratio']:>6}x "
+            f"{row['target']:>6}x  {row['identical_predictions']}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
