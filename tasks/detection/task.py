@@ -14,7 +14,7 @@ from torch.utils.data import Dataset, Sampler
 
 from tasks.engine.task import Task
 
-from .build import build_detector
+from .build import build_detector, resolve_norm
 from .config import DetDataConfig, DetectionConfig
 from .data_check import load_and_check
 from .dataset import CategoryMap, CocoDetection, collate_detection, split_image_ids, subset_coco
@@ -147,6 +147,23 @@ class DetectionTask(Task):
     # ----------------------------------------------------------------------------------------- model
     def build_model(self) -> nn.Module:
         return build_detector(self.cfg.model, self.categories().num_classes)
+
+    def model_signature(self) -> dict:
+        """What a resumed checkpoint must match: the architecture and the classes, not the weights files or
+        test-time thresholds (those may change between runs of the same model)."""
+        m = self.cfg.model
+        return {
+            "arch": m.arch,
+            "out_indices": list(m.out_indices),
+            "norm": resolve_norm(m),
+            "gn_groups": m.gn_groups,
+            "fpn_channels": m.fpn_channels,
+            "extra_level": m.extra_level,
+            "anchors_per_location": [len(s) * len(m.aspect_ratios) for s in m.anchor_sizes]
+            or len(m.aspect_ratios),
+            "roi_output_size": m.roi_output_size,
+            "category_ids": list(m.category_ids),
+        }
 
     def training_step(self, model: nn.Module, batch: Any, device: Any) -> dict[str, Tensor]:
         images, targets = _to_device(batch, device)

@@ -86,6 +86,14 @@ def test_configurable_levels_anchors_and_heads_train_and_infer():
     assert all(len(o["boxes"]) <= 7 for o in out)
 
 
+def test_batch_of_only_negative_images_has_finite_loss():
+    model = build_faster_rcnn(resnet18(), 3, fpn_channels=32, min_size=64, max_size=96)
+    empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}
+    losses = model([torch.rand(3, 64, 64), torch.rand(3, 64, 80)], [empty, dict(empty)])
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert losses["loss_box_reg"] == 0 and losses["loss_rpn_box_reg"] == 0 and losses["loss_classifier"] > 0
+
+
 def _randomize_bn(model: nn.Module) -> None:
     # A fresh BN is the identity; random statistics make the comparison meaningful.
     for m in model.modules():
