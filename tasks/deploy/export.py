@@ -251,6 +251,7 @@ def export_task_model(
     for fmt in formats:
         if fmt == "torchscript":
             path = out_dir / f"{name}.ts"
+            warnings.filterwarnings("ignore", message=".*torch.jit.script. is deprecated.*")
             if task == "segmentation":
                 traced_core = _trace(wrapped.core, F.pad(example, _stride_pad(example, wrapped.stride)))
                 exported = torch.jit.script(PadToStride(traced_core, wrapped.stride))
