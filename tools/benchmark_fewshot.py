@@ -87,9 +87,11 @@ def run(
         index = scan_class_folders(data)
         images = load_all(dataset_from_index(index, build_transform(32, 1), 1))
     else:
-        # Shaped like the held-out Omniglot characters of docs/parts/results_fewshot.md (41 x 20 images).
-        index = _SyntheticIndex(40, 20).index
-        images = synthetic_dataset(40, 20)
+        # Shaped like the held-out Omniglot characters of docs/parts/results_fewshot.md (40 x 20 images);
+        # --quick (tests) uses half the classes.
+        classes = 20 if quick else 40
+        index = _SyntheticIndex(classes, 20).index
+        images = synthetic_dataset(classes, 20)
     spec = EpisodeSpec(n_way, k_shot, q_query, seed=0)
     episode_list = sample_episodes(index, spec, count)
     torch.manual_seed(0)

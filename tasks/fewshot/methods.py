@@ -108,9 +108,8 @@ class HeadTransfer:
         """Last backbone level whose output is fixed: inputs to `predict` are that level's activations."""
         return min(self.settings.frozen_stages, 4)
 
-    def _trainable_suffix(self) -> nn.Module | None:
-        if self.settings.frozen_stages >= 4:
-            return None
+    def _trainable_suffix(self) -> nn.Module:
+        # A per-task copy: the base-trained network must stay as it is for the next task.
         backbone = copy.deepcopy(self.net.backbone)
         backbone.eval()
         if not self.settings.norm_eval:
@@ -119,9 +118,7 @@ class HeadTransfer:
                     module.train()
         return backbone
 
-    def _features(self, backbone: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
-        if backbone is None:
-            return x  # already pooled layer4 features
+    def _features(self, backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
         for level in range(self.prefix_level + 1, 5):
             # `_run_level` is the backbone's own per-level forward: the suffix computes exactly what
             # `backbone.forward` would from the cached prefix activations.
