@@ -9,7 +9,7 @@ import torch
 from .errors import DeployError
 
 
-def _datasets(task: str, cfg: Any, split: str):
+def task_datasets(task: str, cfg: Any, split: str):
     """The (train or val) dataset the task's training tool would build, with eval-time transforms."""
     if task == "classification":
         from tasks.classification import ClassificationTask
@@ -32,7 +32,12 @@ def _datasets(task: str, cfg: Any, split: str):
 
 
 def real_images(task: str, cfg: Any, count: int, split: str = "val") -> list[torch.Tensor]:
-    """Up to ``count`` input images (C, H, W float tensors) from the run's data, in dataset order.
+    """Up to ``count`` input images (C, H, W float tensors) from the run's data, in dataset order."""
+    return real_samples(task, cfg, count, split)[0]
+
+
+def real_samples(task: str, cfg: Any, count: int, split: str = "val") -> tuple[list[torch.Tensor], list[Any]]:
+    """Up to ``count`` (image, target) pairs from the run's data, in dataset order, as two lists.
 
     Falls back from ``val`` to ``train`` when the run had no validation set.
 
@@ -40,9 +45,9 @@ def real_images(task: str, cfg: Any, count: int, split: str = "val") -> list[tor
         DeployError: when the data named by the config cannot be read (the message says which key to set).
     """
     try:
-        dataset = _datasets(task, cfg, split)
+        dataset = task_datasets(task, cfg, split)
         if dataset is None and split == "val":
-            dataset = _datasets(task, cfg, "train")
+            dataset = task_datasets(task, cfg, "train")
     except (ValueError, OSError) as err:
         raise DeployError(
             f"cannot read the {split} data of this run ({err}); "
@@ -50,9 +55,10 @@ def real_images(task: str, cfg: Any, count: int, split: str = "val") -> list[tor
         ) from None
     if dataset is None or len(dataset) == 0:
         raise DeployError(f"the {split} set of this run is empty; pass data.root=... or --random")
-    images = []
+    images, targets = [], []
     for index in range(min(count, len(dataset))):
         sample = dataset[index]
-        image = sample["image"] if isinstance(sample, dict) else sample[0]
+        image, target = (sample["image"], sample.get("mask")) if isinstance(sample, dict) else sample[:2]
         images.append(image.float())
-    return images
+        targets.append(target)
+    return images, targets

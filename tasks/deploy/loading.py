@@ -20,7 +20,8 @@ from tasks.engine.config import ConfigError, config_from_dict, config_to_dict, l
 
 from .errors import DeployError
 
-TASKS = ("classification", "segmentation", "detection")
+TASKS = ("classification", "segmentation", "detection")  # what export supports
+ALL_TASKS = (*TASKS, "fewshot")
 
 
 @dataclass
@@ -33,7 +34,8 @@ class LoadedModel:
     checkpoint: Path
 
 
-def _schema(task: str) -> type:
+def config_schema(task: str) -> type:
+    """The config dataclass of a task (classification | segmentation | detection | fewshot)."""
     if task == "classification":
         from tasks.classification import ClsConfig
 
@@ -46,11 +48,19 @@ def _schema(task: str) -> type:
         from tasks.detection.config import DetectionConfig
 
         return DetectionConfig
+    if task == "fewshot":
+        from tasks.fewshot.config import FewShotConfig
+
+        return FewShotConfig
     raise DeployError(f"task={task!r}: expected one of {list(TASKS)}")
 
 
 def detect_task(config: dict, source: str | Path = "<checkpoint>") -> str:
-    """Name the task of a saved config dict from keys only that task's ``model`` section has."""
+    """Name the task of a config dict: by keys only one task's ``model`` has, else by which schema accepts it.
+
+    Saved (resolved) configs hold every key, so the first test decides; short YAML files are parsed with each
+    task's schema (unknown keys are errors there), and the folder name (configs/<task>/) breaks ties.
+    """
     model = config.get("model", {}) if isinstance(config, dict) else {}
     if "decoder_channels" in model:
         return "segmentation"
@@ -58,9 +68,23 @@ def detect_task(config: dict, source: str | Path = "<checkpoint>") -> str:
         return "detection"
     if "head" in model and "pool" in model:
         return "classification"
+    if "method" in model:
+        return "fewshot"
+    fits = []
+    for task in ALL_TASKS:
+        try:
+            config_from_dict(config_schema(task), config)
+            fits.append(task)
+        except (ConfigError, TypeError):
+            pass
+    folder = Path(str(source)).parent.name
+    if len(fits) > 1 and folder in fits:
+        return folder
+    if len(fits) == 1:
+        return fits[0]
     raise DeployError(
-        f"{source}: cannot tell the task from its config (model keys: {sorted(model)}); pass the task "
-        f"explicitly, one of {list(TASKS)}"
+        f"{source}: cannot tell the task from its config (model keys: {sorted(model)}; fits: {fits}); "
+        f"pass --task, one of {list(ALL_TASKS)}"
     )
 
 
@@ -134,7 +158,9 @@ def load_model(
             f"{checkpoint}: no 'config' entry; expected a checkpoint written by tools/train_*.py"
         )
     task = detect_task(ckpt["config"], checkpoint) if task == "auto" else task
-    schema = _schema(task)
+    if task not in TASKS:
+        raise DeployError(f"task={task!r}: deployment supports {list(TASKS)}")
+    schema = config_schema(task)
     saved = _config_dict(task, ckpt["config"])
     for item in overrides or []:
         if not item.startswith("data."):
@@ -192,3 +218,47 @@ def load_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str | 
             f"{source}: weights do not fit the model built from its config ({', '.join(parts)})"
         )
     model.load_state_dict(state)
+
+
+def load_task_config(
+    path: str | Path, overrides: list[str] | None = None, task: str = "auto"
+) -> tuple[str, Any]:
+    """Read a YAML config (``_base_`` + overrides) of any task; returns (task name, typed config)."""
+    from tasks.engine.config import apply_overrides, load_yaml_with_bases
+
+    try:
+        data = apply_overrides(load_yaml_with_bases(path), overrides)
+        task = detect_task(data, path) if task == "auto" else task
+        return task, config_from_dict(config_schema(task), data)
+    except ConfigError as err:
+        raise DeployError(f"{path}: {err}") from None
+
+
+def build_from_config(task: str, cfg: Any, num_classes: int = 0) -> nn.Module:
+    """The task's model as its training tool builds it, with random weights (no download).
+
+    ``num_classes`` sizes the head when the config leaves it to the data (0: the config's value or 2).
+    """
+    if task == "classification":
+        from tasks.classification import build_classifier
+
+        classes = num_classes or cfg.model.num_classes or 2
+        return build_classifier(dataclasses.replace(cfg.model, weights=""), classes)
+    if task == "segmentation":
+        from tasks.segmentation.model import build_unet
+
+        return build_unet(dataclasses.replace(cfg.model, weights=None))
+    if task == "detection":
+        from tasks.detection.build import build_detector
+
+        model_cfg = dataclasses.replace(cfg.model, weights="", detector_weights="")
+        return build_detector(
+            model_cfg, num_classes or len(cfg.model.category_ids) + 1 or 2, load_weights=False
+        )
+    if task == "fewshot":
+        from tasks.fewshot.task import build_net_from_config
+
+        return build_net_from_config(
+            dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights="")), num_classes or 64
+        )
+    raise DeployError(f"task={task!r}: expected one of {[*TASKS, 'fewshot']}")

@@ -1,0 +1,106 @@
+"""Structured channel pruning of a trained classifier, then fine-tuning with the normal training loop.
+
+python tools/prune.py runs/cls/checkpoints/best.pt --keep 0.8 --out runs/cls/pruned.pt
+python tools/prune.py finetune configs/classification/x.yaml --weights runs/cls/pruned.pt train.epochs=5
+
+The first form prints parameters, MACs, speed and validation top-1 before and after pruning and writes a
+checkpoint with the pruned widths. `finetune` is tools/train_cls.py (same config, overrides and flags)
+with the model built at the pruned widths; plain `train_cls.py --weights` would skip every pruned tensor
+because their shapes differ from the configured network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from backbones.complexity import count_parameters  # noqa: E402
+from tasks.deploy.analysis import count_macs  # noqa: E402
+from tasks.deploy.errors import DeployError  # noqa: E402
+from tasks.deploy.inputs import real_samples  # noqa: E402
+from tasks.deploy.loading import load_model  # noqa: E402
+from tasks.deploy.prune import channel_widths, prune_channels  # noqa: E402
+from tasks.deploy.timing import median_times  # noqa: E402
+from tasks.engine.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+
+
+def _finetune(argv: list[str]) -> int:
+    from tasks.classification import ClassificationTask, ClsConfig
+    from tasks.deploy.finetune import pruned_task_class
+    from tasks.engine import run_training_tool
+    from tasks.engine.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    if not args.weights:
+        print("error: finetune needs --weights PRUNED.pt (written by tools/prune.py)", file=sys.stderr)
+        return 2
+    try:
+        task_cls = pruned_task_class(ClassificationTask, args.weights)
+    except DeployError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return run_training_tool(task_cls, ClsConfig, argv, description="fine-tune a pruned classifier")
+
+
+@torch.inference_mode()
+def _accuracy(model, images, labels, batch_size=32) -> float:
+    correct = 0
+    for i in range(0, len(images), batch_size):
+        logits = model(torch.stack(images[i : i + batch_size]))
+        correct += int((logits.argmax(1) == torch.tensor(labels[i : i + batch_size])).sum())
+    return correct / len(images)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["finetune"]:
+        return _finetune(argv[1:])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("checkpoint", help="checkpoint of tools/train_cls.py")
+    parser.add_argument(
+        "overrides", nargs="*", help="data.* overrides of the saved config, e.g. data.root=DIR"
+    )
+    parser.add_argument("--keep", type=float, default=0.8, help="fraction of channels to keep")
+    parser.add_argument("--out", required=True, help="pruned checkpoint to write")
+    parser.add_argument("--val-images", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    try:
+        loaded = load_model(args.checkpoint, "classification", None, args.overrides)
+        images, labels = real_samples("classification", loaded.cfg, args.val_images, "val")
+        pruned = prune_channels(loaded.model, args.keep, images[0][None])
+    except DeployError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    batch = torch.stack(images[:16])
+    times = median_times([lambda: loaded.model(batch), lambda: pruned(batch)], repeats=args.repeats)
+    size = (1, *images[0].shape)
+    print(f"keep ratio {args.keep}; {len(images)} validation images; batch {len(batch)} for speed")
+    print(f"{'':<8}{'params':>12}{'MMACs':>10}{'ms/batch':>10}{'top-1':>8}")
+    for name, model, seconds in (("before", loaded.model, times[0]), ("after", pruned, times[1])):
+        row = f"{name:<8}{count_parameters(model):>12,}{count_macs(model, size) / 1e6:>10.1f}"
+        print(f"{row}{seconds * 1e3:>10.1f}{_accuracy(model, images, labels) * 100:>7.1f}%")
+    source = load_checkpoint(args.checkpoint)
+    save_checkpoint(
+        {
+            "model": pruned.state_dict(),
+            "config": source["config"],
+            "pruned": True,
+            "keep_ratio": args.keep,
+            "channel_widths": channel_widths(pruned),
+        },
+        args.out,
+    )
+    print(f"wrote {args.out}; fine-tune: python tools/prune.py finetune CONFIG --weights {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
