@@ -50,12 +50,14 @@ def _steps_per_epoch(task, cfg, given) -> tuple[int, str]:
     if given:
         return given, "given"
     try:
-        train = task_datasets(task, cfg, "train") if task != "fewshot" else None
+        train = task_datasets(task, cfg, "train")
     except (ValueError, OSError):
         train = None
     if train is None:
         return 100, "assumed (data not readable; pass --steps-per-epoch)"
     t = cfg.train
+    if task == "fewshot" and cfg.model.method == "protonet":  # one episode per optimizer step
+        return cfg.data.episodes_per_epoch, "episodes_per_epoch"
     batches = len(train) // t.batch_size or 1
     if t.max_steps_per_epoch:
         batches = min(batches, t.max_steps_per_epoch * t.accum_steps)

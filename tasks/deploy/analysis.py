@@ -77,17 +77,29 @@ def stage_rows(model: nn.Module, input_size: tuple[int, ...]) -> list[dict[str, 
                     groups.append((full, [full]))
     else:
         groups = [(n, [n]) for n, _ in model.named_children()]
+    # FLOPs are summed over leaf modules: a parent whose forward is bypassed (smp's decoder is run block by
+    # block) has no entry of its own, but its leaves do.
+    leaves = {n for n, m in model.named_modules() if next(m.children(), None) is None}
     rows = []
     for name, members in groups:
         params = sum(p.numel() for m in members for p in model.get_submodule(m).parameters())
-        group_flops = sum(flops.get(m, 0) for m in members)
+        group_flops = sum(
+            value for key, value in flops.items() if key in leaves and any(_under(key, m) for m in members)
+        )
         rows.append(
             dict(name=name, params=params, gflops=group_flops / 1e9, share=group_flops / max(total, 1))
         )
+    other = total - sum(r["gflops"] for r in rows) * 1e9
+    if other > 0.001 * total:
+        rows.append(dict(name="(outside modules)", params=0, gflops=other / 1e9, share=other / total))
     rows.append(
         dict(name="total", params=sum(p.numel() for p in model.parameters()), gflops=total / 1e9, share=1.0)
     )
     return rows
+
+
+def _under(key: str, member: str) -> bool:
+    return key == member or key.startswith(member + ".")
 
 
 def format_stage_table(rows: list[dict[str, Any]]) -> str:
@@ -221,7 +233,7 @@ def _browse_episode(cfg: Any, path: str) -> int:
         base = load_split_data(data).part("base")
     except (ValueError, OSError) as err:
         raise DeployError(f"cannot read the few-shot data ({err}); set data.root=...") from None
-    spec = EpisodeSpec(data.n_way, data.k_shot, min(data.q_query, 3), seed=data.val_seed)
+    spec = EpisodeSpec(min(data.n_way, 5), data.k_shot, min(data.q_query, 3), seed=data.val_seed)  # readable
     episode = sample_episodes(base, spec, 1)[0]
     samples = base.samples()
     per_class = spec.k_shot + spec.q_query

@@ -25,6 +25,11 @@ def task_datasets(task: str, cfg: Any, split: str):
 
         train, val = SegmentationTask(cfg).build_datasets()
         return train if split == "train" else val
+    if task == "fewshot":
+        from tasks.fewshot.task import FewShotTask
+
+        train, val = FewShotTask(cfg).build_datasets()
+        return train if split == "train" else val
     from tasks.detection.task import DetectionTask
 
     train, val = DetectionTask(cfg).build_datasets()

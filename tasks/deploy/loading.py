@@ -253,7 +253,7 @@ def build_from_config(task: str, cfg: Any, num_classes: int = 0) -> nn.Module:
 
         model_cfg = dataclasses.replace(cfg.model, weights="", detector_weights="")
         return build_detector(
-            model_cfg, num_classes or len(cfg.model.category_ids) + 1 or 2, load_weights=False
+            model_cfg, num_classes or max(2, len(cfg.model.category_ids) + 1), load_weights=False
         )
     if task == "fewshot":
         from tasks.fewshot.task import build_net_from_config
