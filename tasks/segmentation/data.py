@@ -36,7 +36,8 @@ class Record:
 
     @property
     def image_id(self) -> str:
-        return self.stem if self.slice_index is None else f"{self.stem}[{self.slice_index}]"
+        """The stem, or ``<stem>_z<slice>`` for a NIfTI slice (also used as a file name)."""
+        return self.stem if self.slice_index is None else f"{self.stem}_z{self.slice_index:03d}"
 
 
 # ------------------------------------------------------------------------------------------ dataset spec
@@ -233,21 +234,16 @@ def map_mask(raw: np.ndarray, lookup: dict[int, int], path: Path | str) -> np.nd
     return out
 
 
-def validate_mask_values(
-    records: Sequence[Record], spec: DatasetSpec, cache: VolumeCache | None = None
-) -> None:
+def validate_mask_values(records: Sequence[Record], spec: DatasetSpec) -> None:
     """Read every mask once and check its values against the class map (before training starts)."""
     lookup = spec.lookup()
     seen: set[Path] = set()
+    volumes = VolumeCache(1)
     for record in records:
         if record.mask in seen:
             continue
         seen.add(record.mask)
-        raw = (
-            (cache or VolumeCache(1)).get(record.mask)[0]
-            if record.slice_index is not None
-            else read_mask(record.mask)
-        )
+        raw = volumes.get(record.mask)[0] if record.slice_index is not None else read_mask(record.mask)
         if not np.issubdtype(raw.dtype, np.integer):
             if not np.array_equal(raw, np.round(raw)):
                 raise SegmentationDataError(f"{record.mask}: label volume holds non-integer values")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -71,8 +72,11 @@ def predict_folder(
             c: v for v, c in sorted(d.value_map.items(), reverse=True)
         }  # smallest raw value wins
     elif d.manifest and d.root:
-        spec = resolve_spec(d, cfg.model.num_classes)
-        class_to_value = {c: v for v, c in sorted(spec.lookup().items(), reverse=True)}
+        try:
+            spec = resolve_spec(d, cfg.model.num_classes)
+            class_to_value = {c: v for v, c in sorted(spec.lookup().items(), reverse=True)}
+        except SegmentationDataError as err:  # the training data may be gone: class indices will do
+            warnings.warn(f"{err}; writing class indices instead of the manifest's mask values", stacklevel=2)
     lut = np.array([class_to_value.get(c, c) for c in range(max(cfg.model.num_classes, 256))], np.int64)
     dtype = np.uint16 if lut.max() > 255 else np.uint8
     tiles = cfg.eval.tile_size if tile_size is None else tile_size

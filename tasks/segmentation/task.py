@@ -72,6 +72,10 @@ class SegmentationTask(Task):
         if not d.root:
             raise ValueError("data.root is not set: pass data.root=DIR (a folder with images/ and masks/)")
         self.spec = resolve_spec(d, m.num_classes)
+        if self.spec.format == "nifti" and d.normalization == "imagenet":
+            raise ValueError(
+                "data.normalization=imagenet needs 8/16-bit images; for NIfTI use zscore, minmax or ct_window"
+            )
         records = discover_records(d.root, self.spec, m.in_chans, d.case_pattern, d.nifti_axis)
         validate_mask_values(records, self.spec)
         train_idx, val_idx = split_by_case(records, d.val_fraction, d.split_seed)
