@@ -19,7 +19,7 @@ from .evaluation import evaluate_episodes, frozen_activations, method_input_leve
 from .fixed_task import load_fixed_task, write_predictions
 from .methods import METHODS, FinetuneSettings, build_method
 from .model import FewShotNet, embed_images
-from .task import SplitData, base_num_classes, build_net_from_config
+from .task import SplitData, build_net_from_config
 
 
 def load_trained_net(checkpoint: str | os.PathLike, device: str = "cpu") -> tuple[FewShotNet, FewShotConfig]:
@@ -142,7 +142,6 @@ def write_json(path: str | os.PathLike, data: dict) -> None:
 
 __all__ = [
     "base_feature_mean",
-    "base_num_classes",
     "load_trained_net",
     "run_episodes",
     "run_fixed_task",
