@@ -118,15 +118,14 @@ def test_encoder_depth_and_frozen_stages():
 
 
 def test_our_encoder_inside_smp_models():
-    # What docs/parts/readme_seg.md shows: register once, then build any smp model by that name.
+    # docs/parts/readme_seg.md (run by test_readme.py) builds Unet, FPN and DeepLabV3+ by name; here the
+    # encoder object smp ends up with, and DeepLabV3+'s request for output stride 16 (served by dilation).
     name = register_encoder("ours-resnet18", "resnet18")
-    x = torch.randn(2, 1, 64, 64)
-    for cls in (smp.Unet, smp.FPN, smp.DeepLabV3Plus):
-        model = cls(name, encoder_weights=None, in_channels=1, classes=3).eval()
-        assert type(model.encoder).__name__ == "BackboneEncoder"
-        with torch.no_grad():
-            assert model(x).shape == (2, 3, 64, 64)
-    deeplab = smp.DeepLabV3Plus(name, encoder_weights=None, in_channels=1, classes=3)
-    assert deeplab.encoder.output_stride == 16  # DeepLabV3+ asks for dilation; our backbone provides it
+    deeplab = smp.DeepLabV3Plus(name, encoder_weights=None, in_channels=1, classes=3).eval()
+    assert type(deeplab.encoder).__name__ == "BackboneEncoder"
+    assert deeplab.encoder.output_stride == 16 and deeplab.encoder.backbone.feature_info.strides[-1] == 16
+    assert deeplab.encoder.out_channels == [1, 64, 64, 128, 256, 512]
+    with torch.no_grad():
+        assert deeplab(torch.randn(1, 1, 64, 64)).shape == (1, 3, 64, 64)
     with pytest.raises(ValueError, match="smp's own encoders"):
         register_encoder("resnet18", "resnet18")
