@@ -63,6 +63,13 @@ class SegmentationTask(Task):
             m.mode, loss.name, IGNORE_INDEX, loss.dice_weight, loss.ce_weight, loss.focal_gamma
         )
 
+    def model_signature(self) -> dict:
+        """What --resume must match: the architecture, not how it was initialised or frozen."""
+        signature = super().model_signature()
+        for key in ("weights", "frozen_stages", "norm_eval"):
+            signature.pop(key, None)
+        return signature
+
     # ------------------------------------------------------------------------------------------ build
     def build_model(self) -> nn.Module:
         return build_unet(self.cfg.model)
