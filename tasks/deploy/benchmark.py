@@ -33,7 +33,7 @@ def _row(name, ours, anchor, unit, target) -> dict:
 
 def int8_rows(quick: bool = False) -> list[dict]:
     """INT8 static and dynamic-head speed of ResNet-50 against torchvision fp32 (same weights)."""
-    batch, size, repeats, calib = (8, 224, 3, 2) if quick else (16, 224, 7, 8)
+    batch, size, repeats, calib = (4, 224, 3, 1) if quick else (16, 224, 7, 8)
     torch.manual_seed(0)
     anchor = torchvision.models.resnet50().eval()
     ours = _ours_from_torchvision(anchor)

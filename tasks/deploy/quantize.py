@@ -31,6 +31,7 @@ def _quiet_ao():
         warnings.filterwarnings("ignore", message=".*torch.ao.quantization is deprecated.*")
         warnings.filterwarnings("ignore", message=".*reduce_range will be deprecated.*")
         warnings.filterwarnings("ignore", message=".*must run observer before calling calculate_qparams.*")
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
         yield
 
 

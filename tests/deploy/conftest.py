@@ -73,7 +73,7 @@ def _save(model, cfg, path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def cls_checkpoint(tmp_path_factory) -> Path:
-    """ResNet-18 classifier (3 classes, 32 px) with non-trivial BN statistics, and its ImageFolder data."""
+    """ResNet-18 classifier (3 classes, 32 px) briefly trained on its ImageFolder data."""
     from tasks.classification import ClsConfig, build_classifier
 
     root = tmp_path_factory.mktemp("cls")
@@ -85,10 +85,19 @@ def cls_checkpoint(tmp_path_factory) -> Path:
     cfg.data.val_ratio = 0.5
     torch.manual_seed(0)
     model = build_classifier(cfg.model, 3)
+    # A few real training steps (the colours separate the classes): quantization and pruning are then
+    # judged on a model with real decision margins and BN statistics, not on a random network.
+    from tasks.deploy.inputs import real_samples
+
+    images, labels = real_samples("classification", cfg, 24, "train")
+    x, y = torch.stack(images), torch.tensor(labels)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
-    with torch.no_grad():  # move BN running stats off their (0, 1) init, as training would
-        for _ in range(3):
-            model(torch.randn(8, 3, 32, 32) * 2 + 0.5)
+    for _ in range(15):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
     return _save(model.eval(), cfg, root / "best.pt")
 
 
