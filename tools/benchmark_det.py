@@ -246,10 +246,19 @@ def run(quick: bool = False) -> list[dict]:
 
 
 def machine() -> str:
-    bf16 = getattr(torch.backends.mkldnn, "is_bf16_supported", lambda: "?")()
+    """CPU model, threads, torch version and whether bf16 runs natively (it decides the fast path)."""
+    from tasks.engine.runtime import cpu_has_native_bf16
+
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    isa = torch.backends.cpu.get_cpu_capability()
     return (
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
-        f"{torch.__version__}, mkldnn bf16 supported: {bf16}"
+        f"{model}, {torch.get_num_threads()} threads, torch {torch.__version__}, ISA {isa}, "
+        f"native bf16 (AVX512-BF16/AMX): {cpu_has_native_bf16()}"
     )
 
 
