@@ -93,7 +93,7 @@ def cls_checkpoint(tmp_path_factory) -> Path:
     x, y = torch.stack(images), torch.tensor(labels)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
-    for _ in range(15):
+    for _ in range(8):
         loss = torch.nn.functional.cross_entropy(model(x), y)
         optimizer.zero_grad()
         loss.backward()
