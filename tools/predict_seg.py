@@ -2,7 +2,8 @@
 
     python tools/predict_seg.py runs/segmentation/checkpoints/best.pt IMAGES_DIR OUT_DIR [--tile 512 512]
 
-Writes OUT_DIR/<stem>.png (mask values as in the training masks, e.g. 0/255) and OUT_DIR/overlays/<stem>.png.
+Writes OUT_DIR/<stem>.png (mask values as in the training masks, e.g. 0/255) and OUT_DIR/overlays/<stem>.png;
+single-channel NIfTI volumes (.nii/.nii.gz) in the folder become OUT_DIR/<stem>.nii.gz label volumes.
 """
 
 from __future__ import annotations

@@ -14,10 +14,11 @@ from tasks.engine.checkpoint import load_checkpoint
 from tasks.engine.config import config_from_dict
 
 from .config import SegRunConfig
-from .data import resolve_spec
+from .data import NIFTI_ENDINGS, resolve_spec
 from .image_io import IMAGE_SUFFIXES, SegmentationDataError, dtype_max, read_image
 from .inference import logits_to_labels, predict_logits
 from .model import build_unet
+from .nifti import load_volume, save_like, stack_slices, take_slice
 from .overlay import save_overlay
 from .transforms import normalize
 
@@ -39,6 +40,30 @@ def load_model_from_checkpoint(path: str | Path) -> tuple[torch.nn.Module, SegRu
     return model.eval(), cfg
 
 
+def _predict_labels(
+    model: torch.nn.Module, cfg: SegRunConfig, image: np.ndarray, tiles, device: str
+) -> np.ndarray:
+    x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].to(device)
+    with torch.no_grad():
+        logits = predict_logits(model, x, tiles, cfg.eval.tile_overlap)
+    return logits_to_labels(logits, cfg.model.mode, cfg.eval.threshold, cfg.model.regions)[0].cpu().numpy()
+
+
+def _class_to_value_lut(cfg: SegRunConfig) -> np.ndarray:
+    """class index -> raw mask value of the training data (smallest raw value when several map to a class)."""
+    d = cfg.data
+    class_to_value = {c: c for c in range(cfg.model.num_classes)}
+    if d.value_map:
+        class_to_value = {c: v for v, c in sorted(d.value_map.items(), reverse=True)}
+    elif d.manifest and d.root:
+        try:
+            spec = resolve_spec(d, cfg.model.num_classes)
+            class_to_value = {c: v for v, c in sorted(spec.lookup().items(), reverse=True)}
+        except SegmentationDataError as err:  # the training data may be gone: class indices will do
+            warnings.warn(f"{err}; writing class indices instead of the manifest's mask values", stacklevel=2)
+    return np.array([class_to_value.get(c, c) for c in range(max(cfg.model.num_classes, 256))], np.int64)
+
+
 def predict_folder(
     checkpoint: str | Path,
     input_dir: str | Path,
@@ -47,10 +72,12 @@ def predict_folder(
     overlays: bool = True,
     device: str = "cpu",
 ) -> list[Path]:
-    """Predict every image of ``input_dir``; write ``<stem>.png`` label masks (and overlays/) to output_dir.
+    """Predict every image (or NIfTI volume) of ``input_dir`` and write label masks to ``output_dir``.
 
-    Mask values are the raw values of the training value map (e.g. 0/255 for a binary 0/255 dataset), so
-    predictions look like the training masks; without a value map they are the class indices.
+    2D images give ``<stem>.png`` (plus ``overlays/<stem>.png``); single-channel NIfTI volumes are
+    predicted slice by slice along ``data.nifti_axis`` and written as ``<stem>.nii.gz`` with the input's
+    affine and header.  Mask values are the raw values of the training value map (e.g. 0/255 for a binary
+    0/255 dataset), so predictions look like the training masks; without a value map they are class indices.
 
     Returns:
         The written mask paths.
@@ -58,38 +85,40 @@ def predict_folder(
     model, cfg = load_model_from_checkpoint(checkpoint)
     model.to(device)
     input_dir, output_dir = Path(input_dir), Path(output_dir)
+    endings = (*IMAGE_SUFFIXES, *NIFTI_ENDINGS)
     files = (
-        sorted(p for p in input_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        sorted(p for p in input_dir.iterdir() if p.name.lower().endswith(endings))
         if input_dir.is_dir()
         else []
     )
     if not files:
-        raise SegmentationDataError(f"{input_dir}: no images ending in {list(IMAGE_SUFFIXES)}")
+        raise SegmentationDataError(f"{input_dir}: no images ending in {list(endings)}")
     d = cfg.data
-    class_to_value = {c: c for c in range(cfg.model.num_classes)}
-    if d.value_map:
-        class_to_value = {
-            c: v for v, c in sorted(d.value_map.items(), reverse=True)
-        }  # smallest raw value wins
-    elif d.manifest and d.root:
-        try:
-            spec = resolve_spec(d, cfg.model.num_classes)
-            class_to_value = {c: v for v, c in sorted(spec.lookup().items(), reverse=True)}
-        except SegmentationDataError as err:  # the training data may be gone: class indices will do
-            warnings.warn(f"{err}; writing class indices instead of the manifest's mask values", stacklevel=2)
-    lut = np.array([class_to_value.get(c, c) for c in range(max(cfg.model.num_classes, 256))], np.int64)
+    lut = _class_to_value_lut(cfg)
     dtype = np.uint16 if lut.max() > 255 else np.uint8
     tiles = cfg.eval.tile_size if tile_size is None else tile_size
     written = []
     output_dir.mkdir(parents=True, exist_ok=True)
     for path in files:
+        if path.name.lower().endswith(NIFTI_ENDINGS):
+            if cfg.model.in_chans != 1:
+                raise SegmentationDataError(f"{path}: NIfTI prediction supports single-channel models only")
+            volume = normalize(
+                load_volume(path)[0].astype(np.float32)[..., None], d.normalization, 1.0, d.ct_window
+            )
+            slices = [
+                _predict_labels(
+                    model, cfg, take_slice(volume[..., 0], d.nifti_axis, k)[..., None], tiles, device
+                )
+                for k in range(volume.shape[d.nifti_axis])
+            ]
+            stem = path.name[: -len(next(e for e in NIFTI_ENDINGS if path.name.lower().endswith(e)))]
+            out = output_dir / f"{stem}.nii.gz"
+            save_like(lut[stack_slices(slices, d.nifti_axis)], path, out)
+            written.append(out)
+            continue
         image = normalize(read_image(path, cfg.model.in_chans), d.normalization, dtype_max(path), d.ct_window)
-        x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].to(device)
-        with torch.no_grad():
-            logits = predict_logits(model, x, tiles, cfg.eval.tile_overlap)
-        labels = (
-            logits_to_labels(logits, cfg.model.mode, cfg.eval.threshold, cfg.model.regions)[0].cpu().numpy()
-        )
+        labels = _predict_labels(model, cfg, image, tiles, device)
         out = output_dir / f"{path.stem}.png"
         Image.fromarray(lut[labels].astype(dtype)).save(out)
         written.append(out)

@@ -114,6 +114,20 @@ def test_train_nifti_reports_per_volume(nifti_dataset, tmp_path):
     assert len(rows) == 1 and rows[0]["n_images"] == 1 and rows[0]["case"].startswith("case")  # one volume
     assert seg["per_image"][0]["image"] == rows[0]["case"]  # metrics on the reassembled volume, not slices
 
+    import nibabel as nib
+
+    out = tmp_path / "pred"
+    assert (
+        _tool("predict_seg").main(
+            [str(run / "checkpoints" / "last.pt"), str(nifti_dataset / "imagesTr"), str(out)]
+        )
+        == 0
+    )
+    predicted = nib.load(str(out / "case0_0000.nii.gz"))
+    source = nib.load(str(nifti_dataset / "imagesTr" / "case0_0000.nii.gz"))
+    assert predicted.shape == source.shape and np.allclose(predicted.affine, source.affine)
+    assert set(np.unique(np.asarray(predicted.dataobj))) <= {0, 1}
+
 
 def test_bad_config_value_is_a_clean_error(binary_dataset, tmp_path, capsys):
     config = ROOT / "configs" / "segmentation" / "unet_r34_membrane.yaml"
