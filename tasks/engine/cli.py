@@ -46,6 +46,16 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: list[str] | None = None, description: str = "") -> argparse.Namespace:
+    """Parse flags and overrides in any order (`CONFIG --resume key=value` works too)."""
+    args = build_parser(description).parse_intermixed_args(argv)
+    if args.resume is not None and "=" in args.resume:
+        # A bare --resume swallowed the following key=value override: give it back.
+        args.overrides.append(args.resume)
+        args.resume = "auto"
+    return args
+
+
 def _setup_logging() -> None:
     rank = os.environ.get("RANK")
     prefix = f"[rank {rank}] " if rank is not None and os.environ.get("WORLD_SIZE", "1") != "1" else ""
@@ -70,7 +80,7 @@ def run_training_tool(
     Returns:
         Process exit code: 0 on success, 2 for bad config/data/checkpoints, 3 for a non-finite loss.
     """
-    args = build_parser(description).parse_args(argv)
+    args = parse_args(argv, description)
     _setup_logging()
     overrides = list(args.overrides)
     if args.output_dir:

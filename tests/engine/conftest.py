@@ -130,3 +130,8 @@ def _restore_determinism_flags():
     yield
     torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags[2], flags[3]
+
+
+@pytest.fixture
+def toy_config_cls():
+    return ToyConfig

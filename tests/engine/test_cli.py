@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import json
+
+from tasks.engine.cli import build_parser, parse_args, run_training_tool
+
+
+def test_parser_flags():
+    args = build_parser().parse_args(["c.yaml", "train.lr=0.1", "--resume", "--eval-only", "--device", "cpu"])
+    assert args.resume == "auto" and args.eval_only and args.device == "cpu"
+    assert args.overrides == ["train.lr=0.1"]
+    assert build_parser().parse_args(["c.yaml", "--resume", "x.pt"]).resume == "x.pt"
+    assert build_parser().parse_args(["c.yaml"]).resume is None
+    late = parse_args(["c.yaml", "--output-dir", "o", "a.b=1", "--resume", "c.d=2"])
+    assert late.overrides == ["a.b=1", "c.d=2"] and late.resume == "auto" and late.output_dir == "o"
+
+
+def test_tool_exit_codes_and_messages(tmp_path, toy_task_cls, toy_config_cls, capsys):
+    config = tmp_path / "toy.yaml"
+    config.write_text(
+        "device: cpu\ntrain:\n  epochs: 1\n  batch_size: 8\n  num_workers: 0\n  plots: false\n"
+        "  tensorboard: false\n  checkpoint_every_steps: 1\n"
+    )
+    out = str(tmp_path / "run")
+    assert run_training_tool(toy_task_cls, toy_config_cls, [str(config), "--output-dir", out]) == 0
+    assert json.loads(capsys.readouterr().out)["global_step"] == 6  # the summary is printed as JSON
+
+    assert run_training_tool(toy_task_cls, toy_config_cls, [str(config), "train.epochs=two"]) == 2
+    assert "train.epochs: expected an integer, got 'two'" in capsys.readouterr().err
+
+    nan = [str(config), "--output-dir", str(tmp_path / "nan"), "data.nan_at_step=2"]
+    assert run_training_tool(toy_task_cls, toy_config_cls, nan) == 3
+    err = capsys.readouterr().err
+    assert "loss is nan" in err and "optimizer step 2" in err
+
+    assert (
+        run_training_tool(toy_task_cls, toy_config_cls, [str(config), "--output-dir", out, "--eval-only"])
+        == 0
+    )
+    assert (tmp_path / "run" / "eval.json").is_file()
