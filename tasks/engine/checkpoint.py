@@ -50,6 +50,19 @@ def save_checkpoint(obj: dict, path: str | Path) -> None:
             os.close(dir_fd)
 
 
+def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Delete temporary files left by a save that was killed mid-write; returns what was removed.
+
+    Call only while no other process writes checkpoints into `folder` (the Trainer does it on rank 0
+    before training starts).
+    """
+    removed = []
+    for path in Path(folder).glob(".*.tmp"):
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
     """Load a checkpoint with `torch.load(weights_only=True)`.
 

@@ -28,6 +28,7 @@ from .checkpoint import (
     extract_state_dict,
     get_rng_state,
     load_checkpoint,
+    remove_stale_temp_files,
     save_checkpoint,
     set_rng_state,
 )
@@ -437,6 +438,8 @@ class Trainer:
 
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            for stale in remove_stale_temp_files(self.ckpt_dir):
+                log.info("removed %s, left by a checkpoint write that was interrupted", stale)
             save_config(self.cfg, self.run_dir / "config.yaml")
             self.logger = RunLogger(self.run_dir, self.best_metric, tensorboard=t.tensorboard)
             log.info(

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from tasks.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from tasks.engine.checkpoint import CheckpointError, load_checkpoint, remove_stale_temp_files, save_checkpoint
 
 
 def test_round_trip_and_weights_only(tmp_path):
@@ -79,6 +79,8 @@ def test_kill_during_write_leaves_previous_checkpoint_loadable(tmp_path):
         proc.wait(timeout=10)
     loaded = load_checkpoint(path)
     assert loaded["step"] == 1 and torch.equal(loaded["w"], torch.ones(10))
+    assert remove_stale_temp_files(tmp_path) == temps  # the half-written file is cleaned up
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
     # the next save works and replaces the file
     time.sleep(0.01)
     save_checkpoint({"step": 3}, path)
