@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import torch  # noqa: E402
 
+from tasks.engine.monitor import progress, use_progress_bars  # noqa: E402
 from tasks.fewshot.episodes import EpisodeSpec  # noqa: E402
 from tasks.fewshot.methods import METHODS, FinetuneSettings  # noqa: E402
 from tasks.fewshot.runner import (  # noqa: E402
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                 replay_file=args.episodes_file,
                 save_file=out / "episodes.json",
                 finetune=finetune,
+                progress=lambda items: progress(items, len(items), "episodes", use_progress_bars()),
             )
         result["checkpoint"] = str(args.checkpoint)
         result["threads"] = torch.get_num_threads()

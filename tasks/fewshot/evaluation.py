@@ -118,7 +118,7 @@ def evaluate_episodes(
             fine-tuning method) once for all images used by any episode. Without it, every episode runs
             the network on its own images; results are the same up to float rounding.
         batch_size: embedding batch size.
-        progress: optional callable wrapping the episode iterator (e.g. tqdm).
+        progress: optional callable wrapping a sized iterable (e.g. a tqdm bar) to show progress.
     """
     start = time.perf_counter()
     level = method_input_level(method)
@@ -137,8 +137,7 @@ def evaluate_episodes(
     if lookup is not None and getattr(method, "predict_batch", None) and method.uses_frozen_features:
         predictions = _predict_batched(method, lookup, episodes, progress)
     else:
-        iterator = enumerate(episodes)
-        for number, episode in progress(iterator) if progress else iterator:
+        for number, episode in enumerate(progress(episodes) if progress else episodes):
             support_ids = torch.tensor(episode.support)
             query_ids = torch.tensor(episode.query)
             if lookup is not None:
