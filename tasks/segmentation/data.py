@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .image_io import IMAGE_SUFFIXES, SegmentationDataError, dtype_max, image_size, read_image, read_mask
+from .image_io import IMAGE_SUFFIXES, SegmentationDataError, image_size, read_image_and_max, read_mask
 from .manifest import DatasetSpec, load_manifest
 from .nifti import VolumeCache, take_slice, volume_shape
 from .transforms import IGNORE_INDEX, normalize
@@ -355,8 +355,8 @@ class SegmentationDataset(Dataset):
         """The normalised image (H, W, C) float32 and class-index mask (H, W) uint8, before augmentation."""
         record = self.records[index]
         if record.slice_index is None:
-            image = read_image(record.images[0], self.in_chans)
-            image = normalize(image, self.normalization, dtype_max(record.images[0]), self.ct_window)
+            image, max_value = read_image_and_max(record.images[0], self.in_chans)
+            image = normalize(image, self.normalization, max_value, self.ct_window)
             raw = read_mask(record.mask)
         else:
             image = np.stack(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -52,11 +53,16 @@ def read_image(path: str | Path, in_chans: int) -> np.ndarray:
         in_chans: number of channels the model expects.
 
     Returns:
-        float32 array (H, W, in_chans) and the dtype maximum as ``array.max_value`` is not kept; use
-        :func:`dtype_max` on the raw file when needed.
+        float32 array (H, W, in_chans); :func:`read_image_and_max` also returns the pixel type's maximum.
     """
+    return read_image_and_max(path, in_chans)[0]
+
+
+def read_image_and_max(path: str | Path, in_chans: int) -> tuple[np.ndarray, float]:
+    """:func:`read_image` plus the largest value of the file's pixel type (255, 65535, or 1.0 for floats)."""
     path = Path(path)
     array = _raw_array(path)
+    max_value = _type_max(array.dtype)
     if array.ndim == 2:
         array = array[..., None]
     if array.shape[-1] == 4:
@@ -76,22 +82,33 @@ def read_image(path: str | Path, in_chans: int) -> np.ndarray:
         array = np.repeat(array, in_chans, axis=-1)
     else:
         raise SegmentationDataError(f"{path}: image has {channels} channels, but model.in_chans={in_chans}")
-    return array.astype(np.float32)
+    return array.astype(np.float32), max_value
 
 
 def dtype_max(path: str | Path) -> float:
     """Largest value of the file's pixel type (255 for 8-bit, 65535 for 16-bit); 1.0 for float images."""
-    with Image.open(path) as img:
-        mode = img.mode
-    if mode.startswith("I;16") or mode == "I":
-        return 65535.0
-    if mode == "F":
+    return _type_max(_raw_array(Path(path)).dtype)
+
+
+def _type_max(dtype: np.dtype) -> float:
+    if np.issubdtype(dtype, np.floating):
         return 1.0
-    return 255.0
+    if dtype == np.uint8:
+        return 255.0
+    return 65535.0  # 16-bit (and 32-bit integer images, which hold 16-bit data in practice)
 
 
 def _raw_array(path: Path) -> np.ndarray:
-    img = _open(path)
+    # OpenCV first: Pillow silently reduces 16-bit RGB PNG/TIFF to 8 bits; OpenCV keeps all 16.
+    if path.is_file() and path.suffix.lower() != ".gif":
+        array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if array is not None:
+            if array.ndim == 3 and array.shape[-1] == 3:
+                array = cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
+            elif array.ndim == 3 and array.shape[-1] == 4:
+                array = cv2.cvtColor(array, cv2.COLOR_BGRA2RGBA)
+            return array
+    img = _open(path)  # Pillow for the rest, and for a readable error message
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     elif img.mode == "CMYK":

@@ -15,7 +15,7 @@ from tasks.engine.config import config_from_dict
 
 from .config import SegRunConfig
 from .data import NIFTI_ENDINGS, resolve_spec
-from .image_io import IMAGE_SUFFIXES, SegmentationDataError, dtype_max, read_image
+from .image_io import IMAGE_SUFFIXES, SegmentationDataError, read_image_and_max
 from .inference import logits_to_labels, predict_logits
 from .model import build_unet
 from .nifti import load_volume, save_like, stack_slices, take_slice
@@ -117,7 +117,8 @@ def predict_folder(
             save_like(lut[stack_slices(slices, d.nifti_axis)], path, out)
             written.append(out)
             continue
-        image = normalize(read_image(path, cfg.model.in_chans), d.normalization, dtype_max(path), d.ct_window)
+        image, max_value = read_image_and_max(path, cfg.model.in_chans)
+        image = normalize(image, d.normalization, max_value, d.ct_window)
         labels = _predict_labels(model, cfg, image, tiles, device)
         out = output_dir / f"{path.stem}.png"
         Image.fromarray(lut[labels].astype(dtype)).save(out)

@@ -16,7 +16,7 @@ from tasks.segmentation.data import (
     resolve_spec,
     split_by_case,
 )
-from tasks.segmentation.image_io import read_image
+from tasks.segmentation.image_io import read_image, read_image_and_max
 from tasks.segmentation.manifest import DatasetSpec, load_manifest, write_manifest
 from tasks.segmentation.transforms import IGNORE_INDEX, build_train_transform, normalize
 
@@ -59,6 +59,16 @@ def test_16bit_image_is_read_with_full_range(tmp_path):
     tif = tmp_path / "img16.tif"
     Image.fromarray(values).save(tif)
     assert np.array_equal(read_image(tif, 1)[..., 0], values)
+
+
+def test_16bit_rgb_keeps_16_bits(tmp_path):
+    # Pillow would silently reduce a 16-bit RGB PNG to 8 bits; the reader must not.
+    import cv2
+
+    values = np.random.default_rng(0).integers(0, 65535, (5, 6, 3)).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "rgb16.png"), values[..., ::-1])  # OpenCV writes BGR
+    image, max_value = read_image_and_max(tmp_path / "rgb16.png", 3)
+    assert max_value == 65535.0 and np.array_equal(image, values.astype(np.float32))
 
 
 def test_grayscale_feeds_three_channels_and_opaque_rgba_drops_alpha(tmp_path):
