@@ -279,7 +279,10 @@ def export_task_model(
                         else x
                     )
                 )
-            results.append(compare(f"{fmt} {label}", references[label], outputs, atol, rtol))
+            result = compare(f"{fmt} {label}", references[label], outputs, atol, rtol)
+            if task == "detection" and not result.note:
+                result.note = f"({len(references[label][0])} boxes compared)"
+            results.append(result)
     meta["parity"] = [asdict(r) for r in results]
     (out_dir / f"{name}.json").write_text(json.dumps(meta, indent=2))
     return results
