@@ -12,56 +12,25 @@ depend on the weights.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backbones.freezing import summary  # noqa: E402
-from tasks.deploy.analysis import (
+from tasks.deploy.analysis import (  # noqa: E402
     backbone_path,
     browse_dataset,
+    default_input_size,
     format_stage_table,
     plot_lr_schedule,
     stage_rows,
-)  # noqa: E402
+    steps_per_epoch,
+)
 from tasks.deploy.errors import DeployError  # noqa: E402
-from tasks.deploy.inputs import task_datasets  # noqa: E402
 from tasks.deploy.loading import build_from_config, load_task_config  # noqa: E402
 
 PARTS = ("stages", "freezing", "lr", "data")
-
-
-def _input_size(task, cfg, override) -> tuple[int, ...]:
-    if override:
-        height, width = override
-    elif task == "segmentation":
-        height, width = (cfg.aug.crop_size or [256, 256])[:2]
-    elif task == "detection":
-        height = width = cfg.model.min_size[0]
-    else:
-        height = width = cfg.data.image_size
-    channels = cfg.model.in_chans if task == "segmentation" else getattr(cfg.data, "channels", 3)
-    return (1, channels, height, width)
-
-
-def _steps_per_epoch(task, cfg, given) -> tuple[int, str]:
-    if given:
-        return given, "given"
-    try:
-        train = task_datasets(task, cfg, "train")
-    except (ValueError, OSError):
-        train = None
-    if train is None:
-        return 100, "assumed (data not readable; pass --steps-per-epoch)"
-    t = cfg.train
-    if task == "fewshot" and cfg.model.method == "protonet":  # one episode per optimizer step
-        return cfg.data.episodes_per_epoch, "episodes_per_epoch"
-    batches = len(train) // t.batch_size or 1
-    if t.max_steps_per_epoch:
-        batches = min(batches, t.max_steps_per_epoch * t.accum_steps)
-    return math.ceil(batches / t.accum_steps), f"from {len(train)} training samples"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,14 +56,14 @@ def main(argv: list[str] | None = None) -> int:
         if {"stages", "freezing"} & set(args.only):
             model = build_from_config(task, cfg)
         if "stages" in args.only:
-            size = _input_size(task, cfg, args.input_size)
+            size = default_input_size(task, cfg, args.input_size)
             table = format_stage_table(stage_rows(model, size))
             print(f"\nper-stage parameters and FLOPs, input {size}\n{table}")
         if "freezing" in args.only:
             path = backbone_path(model)
             print("\nfreezing\n" + summary(model.get_submodule(path) if path else model))
         if "lr" in args.only:
-            steps, how = _steps_per_epoch(task, cfg, args.steps_per_epoch)
+            steps, how = steps_per_epoch(task, cfg, args.steps_per_epoch)
             rates = plot_lr_schedule(cfg.train, steps, str(out / "lr_schedule.png"))
             print(
                 f"\nLR schedule: {len(rates)} updates, {steps} per epoch ({how}); "

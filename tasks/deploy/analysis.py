@@ -150,6 +150,41 @@ def plot_lr_schedule(train_cfg: Any, steps_per_epoch: int, path: str, title: str
     return rates
 
 
+def default_input_size(task: str, cfg: Any, override=None) -> tuple[int, ...]:
+    """(1, C, H, W) the task trains on: crop size, detector min_size, or data.image_size."""
+    if override:
+        height, width = override
+    elif task == "segmentation":
+        height, width = (cfg.aug.crop_size or [256, 256])[:2]
+    elif task == "detection":
+        height = width = cfg.model.min_size[0]
+    else:
+        height = width = cfg.data.image_size
+    channels = cfg.model.in_chans if task == "segmentation" else getattr(cfg.data, "channels", 3)
+    return (1, channels, height, width)
+
+
+def steps_per_epoch(task: str, cfg: Any, given: int = 0) -> tuple[int, str]:
+    """Optimizer updates per epoch as the trainer counts them, and where the number came from."""
+    from .inputs import task_datasets
+
+    if given:
+        return given, "given"
+    try:
+        train = task_datasets(task, cfg, "train")
+    except (ValueError, OSError):
+        train = None
+    if train is None:
+        return 100, "assumed (data not readable; pass --steps-per-epoch)"
+    t = cfg.train
+    if task == "fewshot" and cfg.model.method == "protonet":  # one episode per optimizer step
+        return cfg.data.episodes_per_epoch, "episodes_per_epoch"
+    batches = len(train) // t.batch_size or 1
+    if t.max_steps_per_epoch:
+        batches = min(batches, t.max_steps_per_epoch * t.accum_steps)
+    return math.ceil(batches / t.accum_steps), f"from {len(train)} training samples"
+
+
 # ----------------------------------------------------------------------------------------- browser
 
 
