@@ -304,7 +304,8 @@ class ResNet(nn.Module):
                 f"{self.min_input_size}x{self.min_input_size}"
             )
 
-    def _run_level(self, level: int, x: torch.Tensor) -> torch.Tensor:
+    def forward_level(self, level: int, x: torch.Tensor) -> torch.Tensor:
+        """Run one level (0 = stem, 1..4 = layer1..layer4) on the output of the level before it."""
         if level == 0:
             return self.relu(self.bn1(self.conv1(x)))
         if level == 1:
@@ -323,9 +324,9 @@ class ResNet(nn.Module):
                 # Frozen levels keep no activations for backward: that is where the memory and
                 # speed of partial fine-tuning come from.
                 with torch.no_grad():
-                    x = self._run_level(level, x)
+                    x = self.forward_level(level, x)
             else:
-                x = self._run_level(level, x)
+                x = self.forward_level(level, x)
             if level in self.out_indices:
                 features[LEVEL_NAMES[level]] = x
         return OrderedDict((LEVEL_NAMES[level], features[LEVEL_NAMES[level]]) for level in self.out_indices)

@@ -15,19 +15,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from tasks.engine.cli import build_parser, run_training_tool  # noqa: E402
-from tasks.engine.config import load_config  # noqa: E402
+from tasks.engine.cli import run_training_tool  # noqa: E402
 from tasks.segmentation.config import SegRunConfig  # noqa: E402
-from tasks.segmentation.task import SegmentationTask, merge_into_run_summary  # noqa: E402
+from tasks.segmentation.task import SegmentationTask  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    code = run_training_tool(SegmentationTask, SegRunConfig, argv, description=__doc__)
-    if code == 0:
-        args = build_parser().parse_args(argv)
-        overrides = list(args.overrides) + ([f"output_dir={args.output_dir}"] if args.output_dir else [])
-        merge_into_run_summary(load_config(args.config, overrides, SegRunConfig).output_dir)
-    return code
+    """Entry point; see `--help` and the Segmentation section of README.md."""
+    return run_training_tool(SegmentationTask, SegRunConfig, argv, description=__doc__)
 
 
 if __name__ == "__main__":

@@ -207,7 +207,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         if args:
             return {
-                _convert(k, args[0], where): _convert(v, args[1], f"{where}.{k}") for k, v in value.items()
+                _convert(_json_key(k, args[0]), args[0], where): _convert(v, args[1], f"{where}.{k}")
+                for k, v in value.items()
             }
         return dict(value)
     if tp is bool:
@@ -242,6 +243,13 @@ def _suggest(key: str, valid: list[str]) -> str:
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
     hint = f"did you mean {close[0]!r}? " if close else ""
     return f"{hint}valid keys: {', '.join(sorted(valid))}"
+
+
+def _json_key(key: Any, key_type: Any) -> Any:
+    """JSON (checkpoints, summaries) turns int mapping keys into strings: undo that for dict[int, ...]."""
+    if key_type is int and isinstance(key, str) and key.lstrip("-").isdigit():
+        return int(key)
+    return key
 
 
 def _from_dict(schema: type[T], data: dict, where: str = "") -> T:

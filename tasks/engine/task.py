@@ -63,6 +63,10 @@ class Task:
         """Evaluate on the validation loader (rank 0 only) and return scalar metrics."""
         raise NotImplementedError
 
+    def summary_extras(self, run_dir: Path) -> dict:
+        """Task-specific entries merged into the run's summary.json at the end of training (default none)."""
+        return {}
+
     def model_signature(self) -> dict:
         """What must match for --resume to accept a checkpoint (default: the `model` config section)."""
         model_cfg = getattr(self.cfg, "model", None)

@@ -523,6 +523,7 @@ class Trainer:
             "last": last_metrics,
         }
         if self.dist.is_main:
+            summary.update(self.task.summary_extras(self.run_dir))
             (self.run_dir / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2))
             if self.logger is not None:
                 self.logger.close()

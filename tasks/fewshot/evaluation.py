@@ -48,7 +48,7 @@ def frozen_activations(
         for start in range(0, len(images), batch_size):
             x = images[start : start + batch_size].to(device)
             for stage in range(level + 1):
-                x = net.backbone._run_level(stage, x)
+                x = net.backbone.forward_level(stage, x)
             out.append(x.cpu())
     finally:
         net.train(was_training)

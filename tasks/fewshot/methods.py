@@ -120,9 +120,9 @@ class HeadTransfer:
 
     def _features(self, backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
         for level in range(self.prefix_level + 1, 5):
-            # `_run_level` is the backbone's own per-level forward: the suffix computes exactly what
+            # `forward_level` is the backbone's own per-level forward: the suffix computes exactly what
             # `backbone.forward` would from the cached prefix activations.
-            x = backbone._run_level(level, x)
+            x = backbone.forward_level(level, x)
         return x.mean(dim=(2, 3))
 
     def predict(self, support, support_labels, query, n_way, episode_index: int = 0):

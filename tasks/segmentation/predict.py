@@ -30,11 +30,7 @@ def load_model_from_checkpoint(path: str | Path) -> tuple[torch.nn.Module, SegRu
         raise SegmentationDataError(
             f"{path}: not a training checkpoint of tools/train_seg.py (needs 'config' and 'model' entries)"
         )
-    config = ckpt["config"]
-    # The checkpoint's config went through JSON, which turns the int keys of data.value_map into strings.
-    value_map = config.get("data", {}).get("value_map") or {}
-    config["data"]["value_map"] = {int(k): v for k, v in value_map.items()} if value_map else {}
-    cfg = config_from_dict(SegRunConfig, config)
+    cfg = config_from_dict(SegRunConfig, ckpt["config"])
     model = build_unet(cfg.model)
     model.load_state_dict(ckpt["ema"] if cfg.train.ema and ckpt.get("ema") else ckpt["model"])
     return model.eval(), cfg

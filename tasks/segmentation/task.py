@@ -139,6 +139,11 @@ class SegmentationTask(Task):
         return labels[:, None] == torch.arange(m.num_classes, device=labels.device)[None, :, None, None]
 
     @torch.no_grad()
+    def summary_extras(self, run_dir: Path) -> dict:
+        """summary.json gets the per-case rows and class means under the key ``segmentation``."""
+        extras = segmentation_summary(run_dir)
+        return {"segmentation": extras} if extras else {}
+
     def evaluate(self, model: nn.Module, loader, device: Any, run_dir: Path, epoch: int) -> dict[str, float]:
         """Per-image, per-case (per-volume for NIfTI) metrics; writes seg_summary.json and overlays."""
         m, e = self.cfg.model, self.cfg.eval
@@ -228,18 +233,8 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-def merge_into_run_summary(run_dir: str | Path) -> dict:
-    """Add the per-case table and class means to the Trainer's ``summary.json`` (key ``segmentation``).
-
-    The Trainer writes summary.json after the last evaluation, so the task's tables are merged afterwards
-    by tools/train_seg.py.  Uses the best evaluation when there is one, else the latest.
-    """
+def segmentation_summary(run_dir: str | Path) -> dict:
+    """The per-case table and class means of the best evaluation (else the latest), or {} if none ran."""
     run_dir = Path(run_dir)
     source = run_dir / SEG_SUMMARY_BEST if (run_dir / SEG_SUMMARY_BEST).is_file() else run_dir / SEG_SUMMARY
-    summary_path = run_dir / "summary.json"
-    if not source.is_file() or not summary_path.is_file():
-        return {}
-    summary = json.loads(summary_path.read_text())
-    summary["segmentation"] = json.loads(source.read_text())
-    summary_path.write_text(json.dumps(summary, indent=2))
-    return summary
+    return json.loads(source.read_text()) if source.is_file() else {}

@@ -95,3 +95,17 @@ def test_save_and_reload_round_trip(tmp_path):
     again = load_config(tmp_path / "out" / "config.yaml", [], Cfg)
     assert again == cfg
     assert config_from_dict(Cfg, config_to_dict(cfg)) == cfg
+
+
+def test_int_keyed_mappings_survive_a_json_round_trip():
+    import json
+    from dataclasses import dataclass, field
+
+    from tasks.engine.config import config_from_dict, config_to_dict
+
+    @dataclass
+    class WithMap:
+        value_map: dict[int, int] = field(default_factory=dict)
+
+    restored = config_from_dict(WithMap, json.loads(json.dumps(config_to_dict(WithMap({0: 0, 255: 1})))))
+    assert restored.value_map == {0: 0, 255: 1}
