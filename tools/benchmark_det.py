@@ -67,8 +67,9 @@ def _infer(model, images, fast: bool):
     return run
 
 
-def detector_rows(quick: bool) -> list[dict]:
-    size, max_size, iters = (320, 512, 2) if quick else (800, 1333, 3)
+def detector_rows(quick: bool, iters: int | None = None) -> list[dict]:
+    size, max_size, default_iters = (320, 512, 2) if quick else (800, 1333, 3)
+    iters = iters or default_iters
     torch.manual_seed(0)
     anchor = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, min_size=size, max_size=max_size)
     ours = build_faster_rcnn(resnet50(), 91, min_size=size, max_size=max_size)
@@ -239,10 +240,10 @@ def eval_rows(quick: bool) -> list[dict]:
     ]
 
 
-def run(quick: bool = False) -> list[dict]:
-    """All detection benchmark rows (see the module docstring)."""
+def run(quick: bool = False, iters: int | None = None) -> list[dict]:
+    """All detection benchmark rows (see the module docstring); ``iters`` timed calls after one warm-up."""
     torch.set_num_threads(min(torch.get_num_threads(), 2))
-    return detector_rows(quick) + eval_rows(quick)
+    return detector_rows(quick, iters) + eval_rows(quick)
 
 
 def machine() -> str:
@@ -265,8 +266,9 @@ def machine() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Faster R-CNN speed: ours vs torchvision")
     parser.add_argument("--quick", action="store_true", help="320 px images and fewer iterations")
+    parser.add_argument("--iters", type=int, default=None, help="timed calls per row (default 3, quick 2)")
     args = parser.parse_args(argv)
-    rows = run(quick=args.quick)
+    rows = run(quick=args.quick, iters=args.iters)
     print(f"machine: {machine()}")
     print(f"{'benchmark':<62} {'ours':>10} {'anchor':>10} {'unit':>7} {'ratio':>7}  target")
     for r in rows:
