@@ -17,7 +17,7 @@ from tasks.detection.build import build_detector, resolve_norm
 from tasks.detection.config import DetModelConfig
 from tasks.detection.model import BackboneWithFPN, build_faster_rcnn, load_torchvision_detector_weights
 
-README = Path(__file__).resolve().parents[2] / "docs" / "parts" / "readme_det.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_fpn_reads_widths_and_strides_from_feature_info():
