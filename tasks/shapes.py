@@ -108,7 +108,7 @@ def make_classification(root: Path, per_class: int, size: int, rng: np.random.Ge
     return root
 
 
-def _scene(size: int, classes, rng, max_objects: int):
+def _scene(size: int, classes, rng, max_objects: int, colour_by_class: bool = False):
     """An image with 1..max_objects non-overlapping shapes; returns image, label map and boxes."""
     image = _background(size, rng)
     labels = np.zeros((size, size), dtype=np.uint8)
@@ -123,8 +123,8 @@ def _scene(size: int, classes, rng, max_objects: int):
                 break
         else:
             continue
-        colour = list(COLOURS.values())[int(rng.integers(len(COLOURS)))]
-        _paint(image, mask, colour, _texture("solid", size, rng), rng)
+        colour_index = class_index if colour_by_class else int(rng.integers(len(COLOURS)))
+        _paint(image, mask, list(COLOURS.values())[colour_index], _texture("solid", size, rng), rng)
         labels[mask] = class_index + 1
         ys, xs = np.nonzero(mask)
         box = [
@@ -167,10 +167,14 @@ def make_detection(root: Path, count: int, size: int, rng: np.random.Generator) 
 
 
 def make_segmentation(root: Path, count: int, size: int, rng: np.random.Generator) -> Path:
-    """``images/*.png`` and ``masks/*.png`` with 0 = background and 1..3 = circle, square, triangle."""
+    """``images/*.png`` and ``masks/*.png`` with 0 = background and 1..3 = circle, square, triangle.
+
+    Each class has its own colour family (red, green, blue, with jitter), so a short from-scratch demo run
+    can separate the classes; the classification and detection sets keep colours random.
+    """
     classes = SHAPES[:3]
     for index in range(count):
-        image, labels, _ = _scene(size, classes, rng, max_objects=4)
+        image, labels, _ = _scene(size, classes, rng, max_objects=4, colour_by_class=True)
         _save(image, root / "images" / f"case{index:04d}.png")
         _save(labels, root / "masks" / f"case{index:04d}.png")
     return root
@@ -201,8 +205,8 @@ def make_all(root: str | Path, seed: int = 0, scale: float = 1.0) -> dict[str, P
         return max(int(count * scale), 4)
 
     return {
-        "classification": make_classification(root / "classification", n(80), 64, rng),
-        "detection": make_detection(root / "detection", n(120), 128, rng),
-        "segmentation": make_segmentation(root / "segmentation", n(80), 64, rng),
+        "classification": make_classification(root / "classification", n(150), 64, rng),
+        "detection": make_detection(root / "detection", n(120), 96, rng),
+        "segmentation": make_segmentation(root / "segmentation", n(160), 64, rng),
         "fewshot": make_fewshot(root / "fewshot", n(20), 32, rng),
     }

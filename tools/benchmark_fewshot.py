@@ -87,7 +87,7 @@ def run(
         index = scan_class_folders(data)
         images = load_all(dataset_from_index(index, build_transform(32, 1), 1))
     else:
-        # Shaped like the held-out Omniglot characters of docs/parts/results_fewshot.md (40 x 20 images);
+        # Shaped like the held-out Omniglot characters of docs/results.md (40 x 20 images);
         # --quick (tests) uses half the classes.
         classes = 20 if quick else 40
         index = _SyntheticIndex(classes, 20).index

@@ -18,7 +18,7 @@ from tasks.engine import run_training_tool  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; see `--help` and docs/parts/readme_cls.md."""
+    """Entry point; see `--help` and README.md."""
     return run_training_tool(ClassificationTask, ClsConfig, argv, description=__doc__.splitlines()[0])
 
 

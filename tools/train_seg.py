@@ -4,7 +4,7 @@
     python tools/train_seg.py CONFIG --eval-only --weights runs/x/checkpoints/best.pt
 
 Same flags as every training tool (--resume, --weights, --eval-only, --output-dir, --device); see
-docs/parts/readme_seg.md. The run folder's summary.json gets a "segmentation" key with per-case rows and
+README.md. The run folder's summary.json gets a "segmentation" key with per-case rows and
 per-class means; overlays/ holds image | ground truth | prediction PNGs.
 """
 

@@ -26,7 +26,7 @@ USER_ERRORS = (ConfigError, CheckpointError, ValueError, FileNotFoundError, _Wei
 
 
 def build_parser(description: str = "") -> argparse.ArgumentParser:
-    """The flags every training tool accepts (see docs/parts/readme_engine.md)."""
+    """The flags every training tool accepts (see README.md)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("config", help="YAML config file (may use _base_)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=0.01 data.root=DIR")

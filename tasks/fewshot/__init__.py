@@ -1,5 +1,5 @@
 """Few-shot transfer on the shared ResNet: Baseline / Baseline++ (Chen et al., ICLR 2019), ProtoNet and
-SimpleShot, with seeded, replayable episodes and embed-once evaluation. See docs/parts/readme_fewshot.md."""
+SimpleShot, with seeded, replayable episodes and embed-once evaluation. See README.md."""
 
 from .data import ClassFolderIndex, FewShotDataError, scan_class_folders
 from .episodes import Episode, EpisodeSpec, load_episodes, sample_episodes, save_episodes

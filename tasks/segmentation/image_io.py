@@ -40,7 +40,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
 def read_image(path: str | Path, in_chans: int) -> np.ndarray:
     """Read an image as float32 (H, W, in_chans), keeping raw intensities (0..255 or 0..65535).
 
-    Handling (documented in docs/parts/readme_seg.md):
+    Handling (documented in README.md):
     * 16-bit images keep their values; normalisation (``minmax``/``zscore``/``ct_window``/``imagenet``,
       which divides by the dtype maximum) maps them to a common range.
     * RGBA: an alpha channel that is fully opaque is dropped; a transparent pixel is an error, because

@@ -4,7 +4,7 @@ Every metric is computed on one *binary channel* at a time: a class of a label m
 mode) or a region (multi-label mode).  The counts (TP, FP, FN) of a case are summed over its images, so a
 case's Dice is the volumetric Dice of all its pixels (nnU-Net's convention), not the mean of slice Dices.
 
-Empty-ground-truth rule (documented in docs/parts/readme_seg.md):
+Empty-ground-truth rule (documented in README.md):
 
 * ground truth and prediction both empty for a channel: the ratio is 0/0.  ``empty_rule="nan"`` (default,
   nnU-Net and MONAI ``ignore_empty=True``) reports NaN and the case is left out of that class's mean; the
