@@ -4,9 +4,9 @@ python tools/prune.py runs/cls/checkpoints/best.pt --keep 0.8 --out runs/cls/pru
 python tools/prune.py finetune configs/classification/x.yaml --weights runs/cls/pruned.pt train.epochs=5
 
 The first form prints parameters, MACs, speed and validation top-1 before and after pruning and writes a
-checkpoint with the pruned widths. `finetune` is tools/train_cls.py (same config, overrides and flags)
-with the model built at the pruned widths; plain `train_cls.py --weights` would skip every pruned tensor
-because their shapes differ from the configured network.
+checkpoint with the pruned widths. `train_cls.py --weights pruned.pt` fine-tunes it (the engine resizes
+the configured layers); `finetune` is train_cls.py with the pruned widths built into the task, so that
+`--resume` of the fine-tuning run works too.
 """
 
 from __future__ import annotations

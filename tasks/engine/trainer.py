@@ -84,7 +84,14 @@ def load_weights_into(model: nn.Module, path: str | Path, strict: bool = False) 
     Raises:
         CheckpointError: unreadable file, nothing matched, or (strict) anything missing.
     """
-    state = extract_state_dict(load_checkpoint(path), path)
+    checkpoint = load_checkpoint(path)
+    state = extract_state_dict(checkpoint, path)
+    if isinstance(checkpoint, dict) and checkpoint.get("pruned"):
+        # Pruned widths are not expressible in the config: resize the configured layers to the saved
+        # tensors first (tools/prune.py writes this flag), so fine-tuning starts from the pruned network.
+        from tasks.deploy.prune import resize_to_state_dict  # late import: deploy builds on the engine
+
+        resize_to_state_dict(model, state)
     own = model.state_dict()
     loadable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     report = {

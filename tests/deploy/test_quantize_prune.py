@@ -122,9 +122,8 @@ def test_pruned_checkpoint_fine_tunes_through_the_training_loop(cls_checkpoint, 
         "  tensorboard: false\n  plots: false\n"
     )
     run_dir = tmp_path / "run"
-    code = _tool("prune").main(
-        ["finetune", str(config), "--weights", str(pruned), "--output-dir", str(run_dir)]
-    )
+    # the path: plain train_cls --weights resizes the configured layers to the pruned widths
+    code = _tool("train_cls").main([str(config), "--weights", str(pruned), "--output-dir", str(run_dir)])
     assert code == 0
     last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
     assert last["backbone.conv1.weight"].shape[0] == model.backbone.conv1.out_channels == 32
