@@ -7,32 +7,14 @@ python tools/benchmark_cls.py --quick    # fewer steps, no bf16 row
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-import torch  # noqa: E402
 
 from tasks.classification.benchmark import run  # noqa: E402
-from tasks.engine.runtime import cpu_has_native_bf16  # noqa: E402
-
-
-def machine() -> str:
-    """One line describing the CPU and the torch build the numbers come from."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{cpu} | torch {torch.__version__} | {torch.get_num_threads()} threads | "
-        f"native bf16: {cpu_has_native_bf16()} | CUDA: {torch.cuda.is_available()}"
-    )
+from tools.benchmark_backbone import machine_description  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps (smoke run)")
     args = parser.parse_args(argv)
-    print(machine())
+    print(machine_description())
     rows = run(quick=args.quick)
     print(f"| {'benchmark':<92} | {'ours':>8} | {'anchor':>8} | unit | ratio | target |")
     print(f"|{'-' * 94}|{'-' * 10}|{'-' * 10}|------|-------|--------|")
