@@ -27,7 +27,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "demo"
 # Quick mode: fewer epochs/steps; the metrics are still expected to beat chance clearly (a test checks).
 QUICK_OVERRIDES = {
     "cls": ["train.epochs=3"],
-    "det": ["train.epochs=2"],
+    "det": ["train.epochs=4"],
     "seg": ["train.epochs=12"],
     "fewshot": ["train.epochs=1"],
 }
