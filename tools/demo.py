@@ -46,11 +46,15 @@ def _last_eval(run_dir: Path) -> dict:
     return evaluated[-1] if evaluated else {}
 
 
+def _train(tool, name: str, data: Path, out: Path, extra: list[str]) -> tuple[int, Path]:
+    """Run one training tool with its demo config; returns its exit code and run folder."""
+    run = out / name
+    code = tool.main([str(CONFIGS / f"{name}.yaml"), f"data.root={data}", "--output-dir", str(run)] + extra)
+    return code, run
+
+
 def run_classification(data: Path, out: Path, extra: list[str]) -> dict:
-    run = out / "classification"
-    code = train_cls.main(
-        [str(CONFIGS / "classification.yaml"), f"data.root={data}", "--output-dir", str(run)] + extra
-    )
+    code, run = _train(train_cls, "classification", data, out, extra)
     summary = _summary(run) if code == 0 else {}
     return {
         "metric": "val top-1",
@@ -62,19 +66,13 @@ def run_classification(data: Path, out: Path, extra: list[str]) -> dict:
 
 
 def run_detection(data: Path, out: Path, extra: list[str]) -> dict:
-    run = out / "detection"
-    code = train_det.main(
-        [str(CONFIGS / "detection.yaml"), f"data.root={data}", "--output-dir", str(run)] + extra
-    )
+    code, run = _train(train_det, "detection", data, out, extra)
     ap50 = _last_eval(run).get("val/AP50") if code == 0 else None
     return {"metric": "val AP50 (COCO, last epoch)", "value": ap50, "chance": 0.0, "run": run, "code": code}
 
 
 def run_segmentation(data: Path, out: Path, extra: list[str]) -> dict:
-    run = out / "segmentation"
-    code = train_seg.main(
-        [str(CONFIGS / "segmentation.yaml"), f"data.root={data}", "--output-dir", str(run)] + extra
-    )
+    code, run = _train(train_seg, "segmentation", data, out, extra)
     summary = _summary(run) if code == 0 else {}
     # dice_mean averages the three shape classes (background excluded). Predicting background everywhere
     # scores 0; finding every shape but guessing its class at random scores about 1/3.
@@ -88,10 +86,7 @@ def run_segmentation(data: Path, out: Path, extra: list[str]) -> dict:
 
 
 def run_fewshot(data: Path, out: Path, extra: list[str], episodes: int) -> dict:
-    run = out / "fewshot"
-    code = train_fewshot.main(
-        [str(CONFIGS / "fewshot.yaml"), f"data.root={data}", "--output-dir", str(run)] + extra
-    )
+    code, run = _train(train_fewshot, "fewshot", data, out, extra)
     value = None
     if code == 0:
         checkpoint = run / "checkpoints" / "last.pt"

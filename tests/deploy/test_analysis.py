@@ -22,10 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"tools.{name}")  # the repo root is on pytest's pythonpath
 
 
 def test_stage_rows_add_up_to_torchvision_totals():
