@@ -102,7 +102,9 @@ class BasicBlock(nn.Module):
         out = self.bn2(self.conv2(out))
         if self.se is not None:
             out = self.se(out)
-        return self.relu(self.drop_path(out) + identity)
+        out = self.drop_path(out)
+        out += identity  # in place, as torchvision: one allocation less per block
+        return self.relu(out)
 
 
 class Bottleneck(nn.Module):
@@ -150,7 +152,9 @@ class Bottleneck(nn.Module):
         out = self.bn3(self.conv3(out))
         if self.se is not None:
             out = self.se(out)
-        return self.relu(self.drop_path(out) + identity)
+        out = self.drop_path(out)
+        out += identity  # in place, as torchvision: one allocation less per block
+        return self.relu(out)
 
 
 class PreActBasicBlock(nn.Module):
@@ -202,7 +206,9 @@ class PreActBasicBlock(nn.Module):
         out = self.conv2(self.relu(self.bn2(out)))
         if self.se is not None:
             out = self.se(out)
-        return self.drop_path(out) + identity
+        out = self.drop_path(out)
+        out += identity  # in place: nothing autograd saved is overwritten
+        return out
 
 
 class PreActBottleneck(nn.Module):
@@ -251,4 +257,6 @@ class PreActBottleneck(nn.Module):
         out = self.conv3(self.relu(self.bn3(out)))
         if self.se is not None:
             out = self.se(out)
-        return self.drop_path(out) + identity
+        out = self.drop_path(out)
+        out += identity  # in place: nothing autograd saved is overwritten
+        return out

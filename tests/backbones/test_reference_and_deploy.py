@@ -59,3 +59,18 @@ def test_fast_path_is_channels_last_and_equal():
         expected = model(x)["layer4"]
         actual = fast(x.contiguous(memory_format=torch.channels_last))["layer4"]
     torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+
+
+@pytest.mark.slow
+def test_compiled_fast_path_is_equal():
+    # Inductor with freezing: weights become constants of the compiled graph; outputs must not change.
+    model = randomize(create_backbone("resnet18", out_indices=(3, 4)))
+    fast = prepare_for_inference(model, compile=True)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        expected = model(x)
+        actual = fast(x.contiguous(memory_format=torch.channels_last))
+    assert list(actual) == list(expected)
+    for name in expected:
+        scale = expected[name].abs().max().item()
+        torch.testing.assert_close(actual[name], expected[name], rtol=1e-4, atol=1e-4 * scale)
