@@ -1,8 +1,14 @@
 """Detection speed, side by side with torchvision's fasterrcnn_resnet50_fpn in one process.
 
-Rows: training step and inference (default fp32 path, and the fast path = bf16 autocast + channels-last)
+Rows: training step and inference (our default path = fp32 with channels-last weights, as train_det runs
+by default; the same in torchvision's NCHW format; and the fast path = bf16 autocast + channels-last)
 against torchvision fp32, torchvision's own autocast for reference, and COCO evaluation against plain
 pycocotools on the same detections. Ratios > 1 mean ours is faster.
+
+Each round calls every model once, in an order that rotates from round to round, and each ratio is the
+median over rounds of the per-round ratio. A control row times torchvision against a second copy of
+itself: its distance from 1.00x is the noise of the machine, the margin within which ours and the anchor
+are not told apart (both run the same torchvision ops; only the backbone module differs).
 
     python tools/benchmark_det.py            # 800/1333 px, batch 2 (slow on a CPU)
     python tools/benchmark_det.py --quick    # 320/512 px
@@ -33,22 +39,38 @@ from tasks.detection.evaluation import CocoEvaluator  # noqa: E402
 from tasks.detection.model import build_faster_rcnn, load_torchvision_detector_weights  # noqa: E402
 
 
-def _timed(fn, iters: int) -> float:
-    """Median seconds of ``fn()`` over ``iters`` calls (after one warm-up call)."""
-    fn()
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+def _time_rounds(functions: dict, rounds: int, seed: int = 0) -> dict[str, list[float]]:
+    """Seconds per call of each function, one call of each per round, the order rotating every round.
+
+    Every call starts from the same RNG seed, so the RPN and RoI samplers draw the same boxes for every
+    model in training (equal weights then do equal work), and one warm-up round goes first.
+    """
+    names = list(functions)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for index in range(rounds + 1):
+        shift = index % len(names)
+        for name in names[shift:] + names[:shift]:
+            torch.manual_seed(seed)
+            start = time.perf_counter()
+            functions[name]()
+            if index:  # round 0 is the warm-up
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def _paired_ratio(times: dict[str, list[float]], name: str, anchor: str = "anchor") -> float:
+    """Median over rounds of anchor time / ``name`` time (> 1: ``name`` is faster)."""
+    return float(np.median([a / t for a, t in zip(times[anchor], times[name])]))
 
 
 def _autocast(enabled: bool):
     return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
 
 
-def _train_step(model, images, targets, optimizer, fast: bool):
+def _train_step(model, images, targets, fast: bool):
+    model.train()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-5, momentum=0.9)
+
     def step():
         with _autocast(fast):
             loss = sum(model(images, targets).values())
@@ -61,24 +83,32 @@ def _train_step(model, images, targets, optimizer, fast: bool):
 
 def _infer(model, images, fast: bool):
     def run():
+        model.eval()
         with torch.no_grad(), _autocast(fast):
             model(images)
 
     return run
 
 
-def detector_rows(quick: bool, iters: int | None = None) -> list[dict]:
-    size, max_size, default_iters = (320, 512, 2) if quick else (800, 1333, 3)
-    iters = iters or default_iters
+def detector_rows(quick: bool, rounds: int | None = None) -> list[dict]:
+    size, max_size, default_rounds = (320, 512, 3) if quick else (800, 1333, 3)
+    rounds = rounds or default_rounds
     torch.manual_seed(0)
-    anchor = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, min_size=size, max_size=max_size)
-    ours = build_faster_rcnn(resnet50(), 91, min_size=size, max_size=max_size)
-    load_torchvision_detector_weights(
-        ours, anchor.state_dict()
-    )  # same weights -> same work in post-processing
-    ours_fast = build_faster_rcnn(resnet50(), 91, min_size=size, max_size=max_size)
-    ours_fast.load_state_dict(ours.state_dict())
-    ours_fast.to(memory_format=torch.channels_last)
+
+    def torchvision_model():
+        return fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, min_size=size, max_size=max_size)
+
+    def our_model(memory_format=torch.contiguous_format):
+        model = build_faster_rcnn(resnet50(), 91, min_size=size, max_size=max_size)
+        load_torchvision_detector_weights(model, anchor.state_dict())  # same weights -> same work
+        return model.to(memory_format=memory_format)
+
+    anchor = torchvision_model()
+    anchor_bf16, control = torchvision_model(), torchvision_model()
+    anchor_bf16.load_state_dict(anchor.state_dict())
+    # A second copy of the anchor measures the noise floor: its ratio to the anchor would be 1.00x on a
+    # quiet, exclusive machine.
+    control.load_state_dict(anchor.state_dict())
     h, w = size, int(size * 4 / 3)
     images = [torch.rand(3, h, w), torch.rand(3, h, w)]
     targets = [
@@ -92,69 +122,45 @@ def detector_rows(quick: bool, iters: int | None = None) -> list[dict]:
     ]
     models = {
         "anchor": (anchor, False),
-        "anchor_bf16": (anchor, True),
-        "ours": (ours, False),
-        "ours_fast": (ours_fast, True),
+        "anchor_bf16": (anchor_bf16, True),
+        "ours": (our_model(torch.channels_last), False),  # what train_det does (train.channels_last=true)
+        "ours_nchw": (our_model(), False),
+        "ours_fast": (our_model(torch.channels_last), True),
+        "control": (control, False),
     }
-    train, infer = {}, {}
-    for name, (model, fast) in models.items():
-        model.train()
-        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-5, momentum=0.9)
-        train[name] = _timed(_train_step(model, images, targets, optimizer, fast), iters)
-    for name, (model, fast) in models.items():
-        model.eval()
-        infer[name] = len(images) / _timed(_infer(model, images, fast), iters)
+    # Inference first, while all models still hold the same weights.
+    infer = _time_rounds({k: _infer(m, images, fast) for k, (m, fast) in models.items()}, rounds)
+    train = _time_rounds(
+        {k: _train_step(m, images, targets, fast) for k, (m, fast) in models.items()}, rounds
+    )
     shape = f"{len(images)}x{h}x{w}"
-    rows = [
-        dict(
-            name=f"train step, default fp32 ({shape})",
-            ours=train["ours"],
-            anchor=train["anchor"],
-            unit="s/step",
-            ratio=train["anchor"] / train["ours"],
-            target=">= 1.0x",
-        ),
-        dict(
-            name=f"train step, bf16 autocast + channels_last ({shape})",
-            ours=train["ours_fast"],
-            anchor=train["anchor"],
-            unit="s/step",
-            ratio=train["anchor"] / train["ours_fast"],
-            target=">= 2.0x",
-        ),
-        dict(
-            name="  reference: torchvision under bf16 autocast",
-            ours=train["anchor_bf16"],
-            anchor=train["anchor"],
-            unit="s/step",
-            ratio=train["anchor"] / train["anchor_bf16"],
-            target="(info)",
-        ),
-        dict(
-            name=f"inference, default fp32 ({shape})",
-            ours=infer["ours"],
-            anchor=infer["anchor"],
-            unit="img/s",
-            ratio=infer["ours"] / infer["anchor"],
-            target=">= 1.0x",
-        ),
-        dict(
-            name=f"inference, bf16 autocast + channels_last ({shape})",
-            ours=infer["ours_fast"],
-            anchor=infer["anchor"],
-            unit="img/s",
-            ratio=infer["ours_fast"] / infer["anchor"],
-            target=">= 1.6x",
-        ),
-        dict(
-            name="  reference: torchvision under bf16 autocast",
-            ours=infer["anchor_bf16"],
-            anchor=infer["anchor"],
-            unit="img/s",
-            ratio=infer["anchor_bf16"] / infer["anchor"],
-            target="(info)",
-        ),
+    n = len(images)
+    settings = [
+        ("ours", f"default: fp32, channels_last ({shape})", ">= 1.0x"),
+        ("ours_nchw", "  ours in the anchor's memory format (fp32, NCHW): same ops", "(info)"),
+        ("ours_fast", f"bf16 autocast + channels_last ({shape})", None),
+        ("anchor_bf16", "  reference: torchvision under bf16 autocast", "(info)"),
+        ("control", "  control: torchvision vs a second copy of itself", "(noise)"),
     ]
+    rows = []
+    for kind, times, unit, fast_target in (
+        ("train step", train, "s/step", ">= 2.0x"),
+        ("inference", infer, "img/s", ">= 1.6x"),
+    ):
+        for name, label, target in settings:
+            ours_value, anchor_value = float(np.median(times[name])), float(np.median(times["anchor"]))
+            if unit == "img/s":
+                ours_value, anchor_value = n / ours_value, n / anchor_value
+            rows.append(
+                dict(
+                    name=label if label.startswith(" ") else f"{kind}, {label}",
+                    ours=ours_value,
+                    anchor=anchor_value,
+                    unit=unit,
+                    ratio=_paired_ratio(times, name),
+                    target=target or fast_target,
+                )
+            )
     return rows
 
 
@@ -240,10 +246,10 @@ def eval_rows(quick: bool) -> list[dict]:
     ]
 
 
-def run(quick: bool = False, iters: int | None = None) -> list[dict]:
-    """All detection benchmark rows (see the module docstring); ``iters`` timed calls after one warm-up."""
+def run(quick: bool = False, rounds: int | None = None) -> list[dict]:
+    """All detection benchmark rows (see the module docstring); ``rounds`` timed rounds after a warm-up."""
     torch.set_num_threads(min(torch.get_num_threads(), 2))
-    return detector_rows(quick, iters) + eval_rows(quick)
+    return detector_rows(quick, rounds) + eval_rows(quick)
 
 
 def machine() -> str:
@@ -266,9 +272,9 @@ def machine() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Faster R-CNN speed: ours vs torchvision")
     parser.add_argument("--quick", action="store_true", help="320 px images and fewer iterations")
-    parser.add_argument("--iters", type=int, default=None, help="timed calls per row (default 3, quick 2)")
+    parser.add_argument("--rounds", type=int, default=None, help="timed rounds (default 3)")
     args = parser.parse_args(argv)
-    rows = run(quick=args.quick, iters=args.iters)
+    rows = run(quick=args.quick, rounds=args.rounds)
     print(f"machine: {machine()}")
     print(f"{'benchmark':<62} {'ours':>10} {'anchor':>10} {'unit':>7} {'ratio':>7}  target")
     for r in rows:

@@ -3,12 +3,15 @@
     python tools/benchmark_seg.py            # 512x512, batch 4 (the issue's setting)
     python tools/benchmark_seg.py --quick    # 128x128, batch 2 (smoke run for tools/benchmark.py --quick)
 
-Rows: training step (forward + loss + backward + AdamW step) and inference images/s, fp32 for both
-models, then our fast path (bf16 autocast + channels-last) against smp's fp32 default.  Measurements of
-ours and the anchor alternate round by round so that load from other processes hits both alike; the
-median round counts.  ``--clock cpu`` times with the process CPU clock instead of the wall clock: on a
-machine shared with other jobs it measures the work done rather than the waiting (use it with
-``--threads 1``, where no OpenMP thread spins at a barrier while its partner is descheduled).
+Rows: training step (forward + loss + backward + AdamW step) and inference images/s: our default path
+(fp32 with channels-last weights, what train_seg runs by default) and ours in smp's NCHW format against
+smp's fp32 default, then our fast path (bf16 autocast + channels-last) against smp's fp32 default.
+Measurements of ours and the anchor alternate round by round so that load from other processes hits both
+alike; the ratio is the median of the per-round ratios.  Control rows time smp against a second copy of
+itself: their distance from 1.00x is the machine's noise.  ``--clock cpu`` times with the process CPU
+clock instead of the wall clock: on a machine shared with other jobs it measures the work done rather
+than the waiting (use it with ``--threads 1``, where no OpenMP thread spins at a barrier while its
+partner is descheduled).
 """
 
 from __future__ import annotations
@@ -58,15 +61,35 @@ def _step_fn(model, x, target, train: bool, bf16: bool, channels_last: bool):
     return step
 
 
-def _time_pair(step_a, step_b, rounds: int, batch: int, clock=time.perf_counter) -> tuple[float, float]:
+def _time_pair(
+    step_a, step_b, rounds: int, batch: int, clock=time.perf_counter
+) -> tuple[float, float, float]:
+    """Images/s of A and B (medians) and the median over rounds of the per-round speed ratio A/B.
+
+    The order within a round alternates, and pairing the two calls of a round cancels slow swings of the
+    machine's speed that a ratio of separate medians would keep.
+    """
     step_a(), step_b()  # warm-up (oneDNN primitive creation, allocator)
     times_a, times_b = [], []
-    for _ in range(rounds):
-        for step, times in ((step_a, times_a), (step_b, times_b)):
+    pairs = [(step_a, times_a), (step_b, times_b)]
+    for index in range(rounds):
+        for step, times in pairs if index % 2 == 0 else pairs[::-1]:
             start = clock()
             step()
             times.append(clock() - start)
-    return batch / statistics.median(times_a), batch / statistics.median(times_b)
+    ratio = statistics.median(b / a for a, b in zip(times_a, times_b))
+    return batch / statistics.median(times_a), batch / statistics.median(times_b), ratio
+
+
+def _row(name: str, ours: float, anchor: float, ratio: float, target: float | None) -> dict:
+    return {
+        "name": name,
+        "ours": round(ours, 3),
+        "anchor": round(anchor, 3),
+        "unit": "images/s",
+        "ratio": round(ratio, 3),
+        "target": target,
+    }
 
 
 def run(quick: bool = False, clock: str = "wall") -> list[dict]:
@@ -78,51 +101,50 @@ def run(quick: bool = False, clock: str = "wall") -> list[dict]:
     """
     torch.manual_seed(0)
     timer = {"wall": time.perf_counter, "cpu": time.process_time}[clock]
-    size, batch, rounds = (128, 2, 2) if quick else (512, 4, 2)
+    size, batch, rounds = (128, 2, 7) if quick else (512, 4, 5)
     x = torch.randn(batch, 3, size, size)
     target = (torch.rand(batch, 1, size, size) > 0.5).float()
+    shape = f"({batch}x3x{size}x{size})"
     rows = []
-    settings = [
-        ("train step fp32", True, False, False),
-        ("inference fp32", False, False, False),
-        ("train step ours bf16+channels_last vs smp fp32", True, True, True),
-        ("inference ours bf16+channels_last vs smp fp32", False, True, True),
+    settings = [  # name, train, bf16, channels_last, target
+        ("train step, default (fp32, channels_last)", True, False, True, 1.0),
+        ("inference, default (fp32, channels_last)", False, False, True, 1.0),
+        ("train step, ours in smp's memory format (fp32, NCHW)", True, False, False, None),
+        ("inference, ours in smp's memory format (fp32, NCHW)", False, False, False, None),
+        ("train step ours bf16+channels_last vs smp fp32", True, True, True, 2.0),
+        ("inference ours bf16+channels_last vs smp fp32", False, True, True, 2.0),
     ]
-    for name, train, bf16, channels_last in settings:
+    for name, train, bf16, channels_last, target_ratio in settings:
         ours, anchor = _models()
         step_ours = _step_fn(ours, x, target, train, bf16, channels_last)
         step_anchor = _step_fn(anchor, x, target, train, False, False)
-        ours_ips, anchor_ips = _time_pair(step_ours, step_anchor, rounds, batch, timer)
-        rows.append(
-            {
-                "name": f"{name} ({batch}x3x{size}x{size})",
-                "ours": round(ours_ips, 3),
-                "anchor": round(anchor_ips, 3),
-                "unit": "images/s",
-                "ratio": round(ours_ips / anchor_ips, 3),
-                "target": 2.0 if bf16 else 1.0,
-            }
-        )
-    # For reference: what autocast does for smp itself on this machine (no target).
+        timing = _time_pair(step_ours, step_anchor, rounds, batch, timer)
+        rows.append(_row(f"{name} {shape}", *timing, target_ratio))
+    # No targets below. What autocast does for smp itself on this machine, and smp against a second copy of
+    # itself: the control's distance from 1.00x is the noise within which ours and smp are not told apart.
     _, anchor = _models()
     _, anchor_b = _models()
     anchor_b.load_state_dict(anchor.state_dict())
-    smp_bf16, smp_fp32 = _time_pair(
+    timing = _time_pair(
         _step_fn(anchor_b, x, target, False, True, True),
         _step_fn(anchor, x, target, False, False, False),
         rounds,
         batch,
+        timer,
     )
-    rows.append(
-        {
-            "name": f"inference smp bf16+channels_last vs smp fp32 ({batch}x3x{size}x{size})",
-            "ours": round(smp_bf16, 3),
-            "anchor": round(smp_fp32, 3),
-            "unit": "images/s",
-            "ratio": round(smp_bf16 / smp_fp32, 3),
-            "target": None,
-        }
-    )
+    rows.append(_row(f"inference smp bf16+channels_last vs smp fp32 {shape}", *timing, None))
+    for kind, train in (("train step", True), ("inference", False)):
+        _, anchor = _models()
+        _, control = _models()
+        control.load_state_dict(anchor.state_dict())
+        timing = _time_pair(
+            _step_fn(control, x, target, train, False, False),
+            _step_fn(anchor, x, target, train, False, False),
+            rounds,
+            batch,
+            timer,
+        )
+        rows.append(_row(f"control: {kind} fp32, smp vs a second copy of itself {shape}", *timing, None))
     return rows
 
 

@@ -48,7 +48,7 @@ class TrainConfig:
     amp: str = (
         "auto"  # auto | off | bf16 | fp16 (auto: fp16 on CUDA, bf16 on CPUs with native bf16, else off)
     )
-    channels_last: bool = False
+    channels_last: bool = True  # NHWC: faster convs with oneDNN and cuDNN (docs/benchmarks.md, det/seg rows)
     grad_clip: float = 0.0  # max global grad norm; 0 disables
     accum_steps: int = 1
     ema: bool = False
