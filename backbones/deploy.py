@@ -84,6 +84,24 @@ def prepare_for_inference(
     model = fuse_conv_bn(model) if fuse else copy.deepcopy(model).eval()
     if channels_last:
         model = to_channels_last(model)
-    if compile:
-        model = torch.compile(model, options={"freezing": True})
-    return model
+    return FrozenCompiled(model) if compile else model
+
+
+class FrozenCompiled(nn.Module):
+    """``torch.compile(model)`` called with Inductor's ``freezing`` switched on.
+
+    The switch must be on while the graph compiles, which happens at the first call, not at
+    ``torch.compile`` time; ``torch.compile(..., options={"freezing": True})`` measured 1.5x instead of
+    1.75x torchvision's eager speed for a ResNet-50 here, so the config is patched around every call
+    (which also leaves the user's global Inductor settings alone).
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.compiled = torch.compile(model)
+
+    def forward(self, *args, **kwargs):
+        from torch._inductor import config  # imported here: `import backbones` should not load Inductor
+
+        with config.patch(freezing=True):
+            return self.compiled(*args, **kwargs)

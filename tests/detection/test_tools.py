@@ -183,3 +183,26 @@ def test_check_dataset_tool(coco_root, tmp_path, capsys):
     assert len(fixed) == len(data["annotations"]) - 1 and fixed[0]["bbox"] == [0.0, 0.0, 10.0, 5.0]
     (coco_root / "annotations.json").write_text("not json")
     assert check.main([ann, images]) == 2
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(coco_root, tmp_path):
+    """train_det under torchrun (gloo on CPU): grouped batches split over 2 ranks, rank 0 writes and
+    evaluates, every rank gets the metrics (the run would hang or fail otherwise)."""
+    import os
+    import subprocess
+    import sys
+
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += [str(ROOT / "tools" / "train_det.py"), *tiny(coco_root, run, "train.batch_size=1")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["epochs_completed"] == 1
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    epoch = [r for r in records if r["kind"] == "epoch"]
+    assert len(epoch) == 1  # one writer, one epoch row
+    assert 0.0 <= next(v for k, v in epoch[0].items() if k.endswith("AP50")) <= 1.0
