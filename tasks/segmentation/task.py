@@ -120,8 +120,15 @@ class SegmentationTask(Task):
             norm += weight
         return {"loss": total / norm, "loss_main": main.detach()}
 
+    def _inputs(self, images: torch.Tensor, device: Any) -> torch.Tensor:
+        """Images on the device, NHWC when the model's weights are (train.channels_last)."""
+        images = images.to(device, non_blocking=True)
+        if self.cfg.train.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images
+
     def training_step(self, model: nn.Module, batch: dict, device: Any) -> dict[str, torch.Tensor]:
-        image = batch["image"].to(device, non_blocking=True)
+        image = self._inputs(batch["image"], device)
         mask = batch["mask"].to(device, non_blocking=True)
         return self.compute_loss(model(image), mask)
 
@@ -165,7 +172,7 @@ class SegmentationTask(Task):
         overlays_left = e.overlays
         loss_sum, loss_count = 0.0, 0
         for batch in loader:
-            images = batch["image"].to(device)
+            images = self._inputs(batch["image"], device)
             masks = batch["mask"].to(device)
             logits = predict_logits(model, images, e.tile_size, e.tile_overlap).float()
             loss_sum += float(self.loss_fn(logits, make_targets(masks, m.mode, m.regions)))
