@@ -82,8 +82,9 @@ def _train_step(model, images, targets, fast: bool):
 
 
 def _infer(model, images, fast: bool):
+    model.eval()
+
     def run():
-        model.eval()
         with torch.no_grad(), _autocast(fast):
             model(images)
 

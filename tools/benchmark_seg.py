@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from backbones import create_backbone  # noqa: E402
 from tasks.segmentation.model import UNet  # noqa: E402
 from tasks.segmentation.smp_parts import smp_unet  # noqa: E402
+from tools.benchmark_backbone import time_pair  # noqa: E402
 
 
 def _models():
@@ -61,24 +61,24 @@ def _step_fn(model, x, target, train: bool, bf16: bool, channels_last: bool):
     return step
 
 
-def _time_pair(
-    step_a, step_b, rounds: int, batch: int, clock=time.perf_counter
-) -> tuple[float, float, float]:
-    """Images/s of A and B (medians) and the median over rounds of the per-round speed ratio A/B.
+def _time_pair(step_a, step_b, rounds: int, batch: int, clock) -> tuple[float, float, float]:
+    """Images/s of A and B (medians) and the median per-round speed ratio A/B (see `time_pair`)."""
+    seconds_a, seconds_b, ratio = time_pair(step_a, step_b, rounds, clock=clock)
+    return batch / seconds_a, batch / seconds_b, ratio
 
-    The order within a round alternates, and pairing the two calls of a round cancels slow swings of the
-    machine's speed that a ratio of separate medians would keep.
-    """
-    step_a(), step_b()  # warm-up (oneDNN primitive creation, allocator)
-    times_a, times_b = [], []
-    pairs = [(step_a, times_a), (step_b, times_b)]
-    for index in range(rounds):
-        for step, times in pairs if index % 2 == 0 else pairs[::-1]:
-            start = clock()
-            step()
-            times.append(clock() - start)
-    ratio = statistics.median(b / a for a, b in zip(times_a, times_b))
-    return batch / statistics.median(times_a), batch / statistics.median(times_b), ratio
+
+def _smp_against_smp(x, target, train: bool, fast: bool, rounds: int, batch: int, clock):
+    """A copy of smp's U-Net (bf16 + channels-last when ``fast``) timed against smp's fp32 default."""
+    _, anchor = _models()
+    _, other = _models()
+    other.load_state_dict(anchor.state_dict())
+    return _time_pair(
+        _step_fn(other, x, target, train, fast, fast),
+        _step_fn(anchor, x, target, train, False, False),
+        rounds,
+        batch,
+        clock,
+    )
 
 
 def _row(name: str, ours: float, anchor: float, ratio: float, target: float | None) -> dict:
@@ -122,28 +122,10 @@ def run(quick: bool = False, clock: str = "wall") -> list[dict]:
         rows.append(_row(f"{name} {shape}", *timing, target_ratio))
     # No targets below. What autocast does for smp itself on this machine, and smp against a second copy of
     # itself: the control's distance from 1.00x is the noise within which ours and smp are not told apart.
-    _, anchor = _models()
-    _, anchor_b = _models()
-    anchor_b.load_state_dict(anchor.state_dict())
-    timing = _time_pair(
-        _step_fn(anchor_b, x, target, False, True, True),
-        _step_fn(anchor, x, target, False, False, False),
-        rounds,
-        batch,
-        timer,
-    )
+    timing = _smp_against_smp(x, target, False, True, rounds, batch, timer)
     rows.append(_row(f"inference smp bf16+channels_last vs smp fp32 {shape}", *timing, None))
     for kind, train in (("train step", True), ("inference", False)):
-        _, anchor = _models()
-        _, control = _models()
-        control.load_state_dict(anchor.state_dict())
-        timing = _time_pair(
-            _step_fn(control, x, target, train, False, False),
-            _step_fn(anchor, x, target, train, False, False),
-            rounds,
-            batch,
-            timer,
-        )
+        timing = _smp_against_smp(x, target, train, False, rounds, batch, timer)
         rows.append(_row(f"control: {kind} fp32, smp vs a second copy of itself {shape}", *timing, None))
     return rows
 
