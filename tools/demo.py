@@ -49,7 +49,8 @@ def _last_eval(run_dir: Path) -> dict:
 def _train(tool, name: str, data: Path, out: Path, extra: list[str]) -> tuple[int, Path]:
     """Run one training tool with its demo config; returns its exit code and run folder."""
     run = out / name
-    code = tool.main([str(CONFIGS / f"{name}.yaml"), f"data.root={data}", "--output-dir", str(run)] + extra)
+    args = [str(CONFIGS / f"{name}.yaml"), f"data.root={data}", "--output-dir", str(run), "--overwrite"]
+    code = tool.main(args + extra)
     return code, run
 
 

@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.checkpoint).stem,
             args.atol,
             args.rtol,
+            loaded.task_meta,
         )
     except DeployError as err:
         print(f"error: {err}", file=sys.stderr)

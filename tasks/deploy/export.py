@@ -147,6 +147,21 @@ def export_onnx(
     return path
 
 
+def add_onnx_metadata(path: Path, entries: dict[str, str]) -> None:
+    """Store string entries in the ONNX file's metadata_props (onnxruntime: `modelmeta.custom_metadata_map`).
+
+    The weights of large models live in `<name>.onnx.data`: the graph is read without them and written
+    back in place, so the external-data references stay valid.
+    """
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    for key, value in entries.items():
+        entry = next((p for p in proto.metadata_props if p.key == key), None) or proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(path))
+
+
 def _trace(module: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TracerWarnings on shape arithmetic; parity is checked after
@@ -181,6 +196,7 @@ def export_task_model(
     name: str = "model",
     atol: float = 1e-4,
     rtol: float = 1e-3,
+    task_meta: dict | None = None,
 ) -> list[ParityResult]:
     """Export ``model`` of ``task`` in each format and check parity on ``inputs`` (real images).
 
@@ -192,6 +208,9 @@ def export_task_model(
         out_dir: folder for ``<name>.ts``, ``<name>.onnx`` and ``<name>.json`` (shapes, tolerances, results).
         formats: subset of ("torchscript", "onnx").
         atol, rtol: parity tolerance ``|diff| <= atol + rtol * |ref|``.
+        task_meta: what the outputs mean (the checkpoint's class names, ...): written into the JSON, the
+            TorchScript file (extra file ``task_meta.json``) and the ONNX metadata (key ``task_meta``), so
+            an exported model is never separated from its labels.
 
     Returns:
         One ParityResult per format (and per size for the U-Net).
@@ -205,7 +224,8 @@ def export_task_model(
     out_dir.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     results: list[ParityResult] = []
-    meta: dict = {"task": task, "formats": list(formats)}
+    meta: dict = {"task": task, "formats": list(formats), "task_meta": dict(task_meta or {})}
+    meta_json = json.dumps(meta["task_meta"])
 
     if task == "classification":
         sizes = {tuple(x.shape) for x in inputs}
@@ -261,7 +281,7 @@ def export_task_model(
                 )
             else:
                 exported = _trace(wrapped, example)
-            exported.save(str(path))
+            exported.save(str(path), _extra_files={"task_meta.json": meta_json})
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, still the C++ route
                 runner = torch.jit.load(str(path))
@@ -269,6 +289,7 @@ def export_task_model(
             path = export_onnx(
                 wrapped, example, out_dir / f"{name}.onnx", dynamic, names, dynamo=task != "detection"
             )
+            add_onnx_metadata(path, {"task_meta": meta_json})
             runner = OnnxModel(path)
         for label, x in cases:
             with torch.no_grad():

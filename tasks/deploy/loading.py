@@ -32,6 +32,7 @@ class LoadedModel:
     cfg: Any
     task: str
     checkpoint: Path
+    task_meta: dict = dataclasses.field(default_factory=dict)  # what the outputs mean (class names, ...)
 
 
 def config_schema(task: str) -> type:
@@ -193,7 +194,7 @@ def load_model(
 
         resize_to_state_dict(model, state)
     load_strict(model, state, checkpoint)
-    return LoadedModel(model.eval(), cfg, task, checkpoint)
+    return LoadedModel(model.eval(), cfg, task, checkpoint, dict(ckpt.get("task_meta") or {}))
 
 
 def load_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:

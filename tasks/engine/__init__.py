@@ -12,7 +12,8 @@ from .config import (
     save_config,
 )
 from .task import Task
-from .trainer import NonFiniteLossError, Trainer, load_weights_into
+from .trainer import NonFiniteLossError, Trainer
+from .weights import load_weights_into
 
 __all__ = [
     "CheckpointError",

@@ -40,6 +40,17 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
         "(output_dir/checkpoints/last.pt if it exists)",
     )
     parser.add_argument("--weights", default=None, metavar="PATH", help="initialise the model only")
+    parser.add_argument(
+        "--partial-load",
+        action="store_true",
+        help="with --weights: load the tensors that fit and ignore the rest (default: refuse a checkpoint "
+        "with tensors this model lacks or lacking tensors it has)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run that the output folder holds (default: refuse; --resume continues it)",
+    )
     parser.add_argument("--eval-only", action="store_true", help="evaluate and exit (no training)")
     parser.add_argument("--output-dir", default=None, help="run folder (overrides output_dir)")
     parser.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (overrides device)")
@@ -90,7 +101,14 @@ def run_training_tool(
     try:
         cfg = load_config(args.config, overrides, config_cls)
         task = task_cls(cfg)
-        trainer = Trainer(cfg, task, resume=args.resume, weights=args.weights)
+        trainer = Trainer(
+            cfg,
+            task,
+            resume=args.resume,
+            weights=args.weights,
+            overwrite=args.overwrite,
+            partial_load=args.partial_load,
+        )
         result: Any = trainer.evaluate() if args.eval_only else trainer.fit()
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)  # print, not log: shown even when logging is reconfigured

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,7 +25,59 @@ BASE_KEY = "_base_"
 
 
 class ConfigError(ValueError):
-    """A config file, key or value is invalid; the message names it and says what was expected."""
+    """A config file, key or value is invalid; the message names it and says what was expected.
+
+    Attributes:
+        key: the dotted key the error is about, when there is one (lets the loader say whether the value
+            came from a file or from the command line).
+    """
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class _Yaml12BoolLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 booleans: only true/false, never on/off/yes/no.
+
+    YAML 1.1 (PyYAML's default) reads `amp: off` as False, so a documented string value such as
+    `train.amp=off` failed as "expected a string, got False". Only the bool resolver changes; everything
+    else is `yaml.safe_load`.
+    """
+
+
+_Yaml12BoolLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12BoolLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse YAML text safely with YAML 1.2 booleans (`off`, `no`, `on`, `yes` stay strings)."""
+    return yaml.load(text, Loader=_Yaml12BoolLoader)  # a SafeLoader subclass: still safe_load
+
+
+# Names other libraries use for our keys: "did you mean" looks at these too (timm, mmdet, Lightning).
+KEY_ALIASES = {
+    "learning_rate": "lr",
+    "base_lr": "lr",
+    "lr0": "lr",
+    "wd": "weight_decay",
+    "max_epochs": "epochs",
+    "num_epochs": "epochs",
+    "n_epochs": "epochs",
+    "bs": "batch_size",
+    "workers": "num_workers",
+    "sched": "scheduler",
+    "opt": "optimizer",
+    "clip_grad": "grad_clip",
+    "model_ema": "ema",
+    "model_ema_decay": "ema_decay",
+    "precision": "amp",
+}
 
 
 @dataclass
@@ -85,7 +138,7 @@ def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = parse_yaml(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: invalid YAML: {err}") from err
     if data is None:
@@ -138,7 +191,7 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
         if not key or any(not part for part in key.split(".")):
             raise ConfigError(f"override {item!r} has an empty key part")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = parse_yaml(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
         node = data
@@ -182,21 +235,23 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
                 return _convert(value, option, where)
             except ConfigError as err:
                 errors.append(str(err))
-        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}", where)
     if origin is typing.Literal:
         if value not in args:
-            raise ConfigError(f"{where}: expected one of {list(args)}, got {value!r}")
+            raise ConfigError(f"{where}: expected one of {list(args)}, got {value!r}", where)
         return value
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping (section), got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping (section), got {value!r}", where)
         return _from_dict(tp, value, where)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list ({_type_name(tp)}), got {value!r}")
+            raise ConfigError(f"{where}: expected a list ({_type_name(tp)}), got {value!r}", where)
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
-                raise ConfigError(f"{where}: expected {len(args)} items ({_type_name(tp)}), got {value!r}")
+                raise ConfigError(
+                    f"{where}: expected {len(args)} items ({_type_name(tp)}), got {value!r}", where
+                )
             items = [_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args))]
         else:
             item_tp = args[0] if args else Any
@@ -204,7 +259,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         return tuple(items) if origin is tuple else items
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}", where)
         if args:
             return {
                 _convert(_json_key(k, args[0]), args[0], where): _convert(v, args[1], f"{where}.{k}")
@@ -213,11 +268,11 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         return dict(value)
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+            raise ConfigError(f"{where}: expected true/false, got {value!r}", where)
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+            raise ConfigError(f"{where}: expected an integer, got {value!r}", where)
         return value
     if tp is float:
         if isinstance(value, str):
@@ -227,22 +282,25 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
+            raise ConfigError(f"{where}: expected a number, got {value!r}", where)
         return float(value)
     if tp is str:
         if not isinstance(value, str):
             # YAML turns `name: 1e-3` or `weights: null`-like scalars into non-strings; be explicit.
-            raise ConfigError(f"{where}: expected a string, got {value!r} ({type(value).__name__})")
+            raise ConfigError(f"{where}: expected a string, got {value!r} ({type(value).__name__})", where)
         return value
     if isinstance(tp, type) and not isinstance(value, tp):
-        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}", where)
     return value
 
 
 def _suggest(key: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    return f"{hint}valid keys: {', '.join(sorted(valid))}"
+    """'did you mean X?' from the valid keys and the aliases of other libraries; else list the keys."""
+    aliases = {alias: target for alias, target in KEY_ALIASES.items() if target in valid}
+    close = difflib.get_close_matches(key, [*valid, *aliases], n=1, cutoff=0.6)
+    if close:
+        return f"did you mean {aliases.get(close[0], close[0])!r}?"
+    return f"valid keys here: {', '.join(sorted(valid))} (all keys: docs/configs.md)"
 
 
 def _json_key(key: Any, key_type: Any) -> Any:
@@ -259,7 +317,7 @@ def _from_dict(schema: type[T], data: dict, where: str = "") -> T:
     for key, value in data.items():
         full = f"{where}.{key}" if where else str(key)
         if key not in fields:
-            raise ConfigError(f"unknown config key {full!r}: {_suggest(str(key), list(fields))}")
+            raise ConfigError(f"unknown config key {full!r}: {_suggest(str(key), list(fields))}", full)
         kwargs[key] = _convert(value, hints[key], full)
     return schema(**kwargs)
 
@@ -314,7 +372,21 @@ def load_config(path: str | Path, overrides: list[str] | None = None, schema: ty
     try:
         return config_from_dict(schema, data)
     except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
+        override = _override_for(err.key, overrides or [])
+        where = f"command-line override {override!r}" if override else str(path)
+        raise ConfigError(f"{where}: {err}", err.key) from None
+
+
+def _override_for(key: str | None, overrides: list[str]) -> str | None:
+    """The last override that set `key` (or a section holding it, or a key inside it), if any."""
+    if not key:
+        return None
+    key = key.split("[", 1)[0]  # "data.mean[1]" is about the override of data.mean
+    for item in reversed(overrides):
+        name = item.split("=", 1)[0].strip()
+        if name == key or key.startswith(name + ".") or name.startswith(key + "."):
+            return item
+    return None
 
 
 def save_config(cfg: Any, path: str | Path) -> None:

@@ -35,10 +35,13 @@ def _json_safe(value: Any) -> Any:
 class RunLogger:
     """Append metrics to `metrics.jsonl`, mirror them to TensorBoard and redraw the PNG plots.
 
-    Only rank 0 creates one of these.
+    Only rank 0 creates one of these. `purge_step` (a resumed run's step) makes TensorBoard drop the
+    events logged after it, which the resumed run writes again.
     """
 
-    def __init__(self, run_dir: Path, main_metric: str, tensorboard: bool = True) -> None:
+    def __init__(
+        self, run_dir: Path, main_metric: str, tensorboard: bool = True, purge_step: int | None = None
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / "metrics.jsonl"
@@ -48,7 +51,7 @@ class RunLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+                self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=purge_step)
             except (ImportError, ModuleNotFoundError):
                 self.writer = None  # optional: the tensorboard package is not installed
 

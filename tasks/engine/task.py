@@ -41,6 +41,13 @@ class Task:
         """Return (train, val). Validate the data here so that bad input fails before training starts."""
         raise NotImplementedError
 
+    def build_eval_dataset(self) -> Dataset | None:
+        """The validation set alone, for --eval-only: override so that it reads no training images.
+
+        The default builds both sets and drops the training one.
+        """
+        return self.build_datasets()[1]
+
     def collate_fn(self, batch: list) -> Any:
         """Merge samples into a batch (default: torch's default_collate)."""
         return _default_collate(batch)
@@ -66,6 +73,23 @@ class Task:
     def summary_extras(self, run_dir: Path) -> dict:
         """Task-specific entries merged into the run's summary.json at the end of training (default none)."""
         return {}
+
+    def checkpoint_meta(self) -> dict:
+        """What the weights mean, stored in every checkpoint under "task_meta" (JSON-able).
+
+        For example the class names in label order; default none.
+        """
+        return {}
+
+    def adopt_checkpoint_meta(self, meta: dict, source: str, purpose: str) -> None:
+        """Align this task with a checkpoint's `checkpoint_meta()` before any dataset is built.
+
+        Args:
+            meta: the checkpoint's "task_meta" ({} for checkpoints that have none).
+            source: the checkpoint path, for messages.
+            purpose: "resume", "eval" (both need the same meaning: label order of the checkpoint, or an
+                error naming what differs) or "weights" (initialisation: differences are only logged).
+        """
 
     def model_signature(self) -> dict:
         """What must match for --resume to accept a checkpoint (default: the `model` config section)."""

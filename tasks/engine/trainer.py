@@ -25,7 +25,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from .checkpoint import (
     CheckpointError,
-    extract_state_dict,
     get_rng_state,
     load_checkpoint,
     remove_stale_temp_files,
@@ -36,6 +35,7 @@ from .config import ConfigError, RunConfig, config_to_dict, save_config
 from .data import EpochSeededDataset, ResumableDistributedSampler, SkipBatches
 from .monitor import RunLogger, progress, use_progress_bars
 from .optim import build_optimizer, build_scheduler
+from .run_folder import RunFolderError, check_run_folder, clear_run, truncate_history
 from .runtime import (
     autocast,
     barrier,
@@ -47,8 +47,12 @@ from .runtime import (
     seed_everything,
 )
 from .task import Task
+from .weights import check_signature, load_weights_into
 
 log = logging.getLogger("tasks.engine")
+
+# Version of the checkpoint layout written by `Trainer._checkpoint` (stored with the task's name).
+CHECKPOINT_VERSION = 1
 
 
 class NonFiniteLossError(RuntimeError):
@@ -59,63 +63,6 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
 
-def _signature_diff(saved: dict, current: dict, prefix: str = "") -> list[str]:
-    diffs = []
-    for key in sorted(set(saved) | set(current)):
-        a, b = saved.get(key, "<missing>"), current.get(key, "<missing>")
-        if isinstance(a, dict) and isinstance(b, dict):
-            diffs += _signature_diff(a, b, f"{prefix}{key}.")
-        elif a != b:
-            diffs.append(f"{prefix}{key}: checkpoint={a!r} config={b!r}")
-    return diffs
-
-
-def load_weights_into(model: nn.Module, path: str | Path, strict: bool = False) -> dict:
-    """Initialise `model` from a checkpoint or state-dict file; tensors whose shape differs are skipped.
-
-    Args:
-        model: the (unwrapped) model.
-        path: our checkpoint (uses its "model" entry) or any state dict saved with torch.save.
-        strict: require every model tensor to be present with the same shape (used by --eval-only).
-
-    Returns:
-        Report dict with lists "loaded", "missing", "unexpected", "shape_mismatch".
-
-    Raises:
-        CheckpointError: unreadable file, nothing matched, or (strict) anything missing.
-    """
-    checkpoint = load_checkpoint(path)
-    state = extract_state_dict(checkpoint, path)
-    if isinstance(checkpoint, dict) and checkpoint.get("pruned"):
-        # Pruned widths are not expressible in the config: resize the configured layers to the saved
-        # tensors first (tools/prune.py writes this flag), so fine-tuning starts from the pruned network.
-        from tasks.deploy.prune import resize_to_state_dict  # late import: deploy builds on the engine
-
-        resize_to_state_dict(model, state)
-    own = model.state_dict()
-    loadable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    report = {
-        "loaded": sorted(loadable),
-        "missing": sorted(k for k in own if k not in loadable),
-        "unexpected": sorted(k for k in state if k not in own),
-        "shape_mismatch": sorted(k for k in state if k in own and own[k].shape != state[k].shape),
-    }
-    if not loadable:
-        raise CheckpointError(f"{path}: no tensor matches the model (first keys: {list(state)[:5]})")
-    if strict and report["missing"]:
-        raise CheckpointError(f"{path}: missing or mis-shaped weights for {report['missing'][:10]}")
-    model.load_state_dict(loadable, strict=False)
-    log.info(
-        "weights %s: loaded %d tensors, %d missing, %d unexpected, %d shape mismatches",
-        path,
-        len(report["loaded"]),
-        len(report["missing"]),
-        len(report["unexpected"]),
-        len(report["shape_mismatch"]),
-    )
-    return report
-
-
 class Trainer:
     """Train and evaluate one Task with the settings of `cfg.train`.
 
@@ -124,9 +71,20 @@ class Trainer:
         task: the Task built from the same config.
         resume: None, "auto" (output_dir/checkpoints/last.pt if it exists) or a checkpoint path.
         weights: checkpoint or state dict used only to initialise the model.
+        overwrite: let `fit` replace a run that output_dir already holds (else it refuses).
+        partial_load: with `weights`, load the tensors that fit and only log the rest.
     """
 
-    def __init__(self, cfg: RunConfig, task: Task, *, resume: str | None = None, weights: str | None = None):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        task: Task,
+        *,
+        resume: str | None = None,
+        weights: str | None = None,
+        overwrite: bool = False,
+        partial_load: bool = False,
+    ):
         self.cfg = cfg
         self.task = task
         self.tcfg = cfg.train
@@ -140,6 +98,7 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.resume = resume
         self.weights = weights
+        self.overwrite = overwrite
         self.best_metric = self.tcfg.best_metric or task.default_best_metric
         self.best_mode = self.tcfg.best_mode or task.best_mode
         self.show_bars = use_progress_bars() and self.dist.is_main
@@ -148,7 +107,9 @@ class Trainer:
         seed_everything(self.tcfg.seed, self.tcfg.deterministic)
         self.model = task.build_model()
         if weights:
-            load_weights_into(self.model, weights)
+            checkpoint = load_checkpoint(weights)
+            load_weights_into(self.model, weights, partial=partial_load, checkpoint=checkpoint)
+            task.adopt_checkpoint_meta(checkpoint.get("task_meta") or {}, str(weights), "weights")
         self.model.to(self.device)
         if self.tcfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -178,6 +139,21 @@ class Trainer:
         ):
             if getattr(t, key) < 0:
                 raise ConfigError(f"train.{key}={getattr(t, key)}: must be >= 0")
+        non_negative = {
+            "lr": t.lr,
+            "weight_decay": t.weight_decay,
+            "min_lr": t.min_lr,
+            "warmup_epochs": t.warmup_epochs,
+            "warmup_lr_ratio": t.warmup_lr_ratio,
+            "grad_clip": t.grad_clip,
+        }
+        for key, value in non_negative.items():
+            if not value >= 0:  # also catches NaN
+                raise ConfigError(f"train.{key}={value}: must be >= 0")
+        if not 0.0 <= t.momentum < 1.0:
+            raise ConfigError(f"train.momentum={t.momentum}: must be in [0, 1)")
+        if not t.gamma > 0:
+            raise ConfigError(f"train.gamma={t.gamma}: must be > 0 (the factor each decay multiplies lr by)")
         if t.best_mode not in ("", "max", "min"):
             raise ConfigError(f"train.best_mode={t.best_mode!r}: expected max or min")
         if not 0.0 <= t.ema_decay < 1.0:
@@ -246,18 +222,28 @@ class Trainer:
             "epoch": loop["epoch"],
             "step": loop["global_step"],
             "rng": rng,
+            "task": {"name": self.task.name, "version": CHECKPOINT_VERSION},
+            "task_meta": _jsonable(self.task.checkpoint_meta()),
             "model_signature": _jsonable(self.task.model_signature()),
             "config": _jsonable(config_to_dict(self.cfg)),
             "metrics": _jsonable(metrics),
             "loop": _jsonable(loop),
         }
 
-    def _save(self, loop: dict, metrics: dict, names: list[str]) -> None:
-        """Write last.pt (and best/top-k copies) on rank 0; every rank takes part in the RNG gather."""
+    def _save(self, loop: dict, metrics: dict, extra: list[str], stale: list[str] = ()) -> None:
+        """Write best/top-k copies, then last.pt, then delete `stale` files, on rank 0.
+
+        last.pt is the commit point: it is written after the copies its loop state refers to and before
+        the files it no longer lists are removed, so a kill between any two writes leaves a folder whose
+        last.pt agrees with best.pt and the top-k files (a resume redoes the epoch and rewrites them).
+        Every rank takes part in the RNG gather.
+        """
         obj = self._checkpoint(loop, metrics)
         if self.dist.is_main:
-            for name in names:
+            for name in [*extra, "last.pt"]:
                 save_checkpoint(obj, self.ckpt_dir / name)
+            for name in stale:
+                (self.ckpt_dir / name).unlink(missing_ok=True)
         barrier(self.dist)
 
     def _resolve_resume_path(self) -> Path | None:
@@ -271,22 +257,34 @@ class Trainer:
             return None
         return Path(self.resume)
 
-    def _restore(self, path: Path) -> dict:
+    def _load_resume_checkpoint(self, path: Path) -> dict:
+        """Read and check the checkpoint to resume from, and align the task with it (before any data)."""
         ckpt = load_checkpoint(path)
-        signature = _jsonable(self.task.model_signature())
-        saved = ckpt.get("model_signature")
-        if saved is not None and saved != signature:
-            diffs = "; ".join(_signature_diff(saved, signature)) or "different structure"
-            raise CheckpointError(
-                f"refusing to resume from {path}: its model config differs from this run ({diffs}). "
-                "Use --weights to initialise from it instead."
-            )
-        missing = [k for k in ("model", "optimizer", "scheduler", "loop") if k not in ckpt]
+        check_signature(ckpt, _jsonable(self.task.model_signature()), path, "resume")
+        missing = [k for k in ("model", "optimizer", "loop") if k not in ckpt]
         if missing:
             raise CheckpointError(f"{path} cannot be resumed: it lacks {missing} (use --weights instead)")
+        self.task.adopt_checkpoint_meta(ckpt.get("task_meta") or {}, str(path), "resume")
+        return ckpt
+
+    def _restore(self, ckpt: dict, path: Path) -> dict:
+        """Load model, optimizer, scaler, EMA and RNG state; return the loop position.
+
+        The learning-rate schedule and the optimizer's hyperparameters come from this run's config, not
+        from the checkpoint: timm keeps t_initial and base values in its scheduler state, so restoring it
+        would silently keep the old train.epochs / train.lr (a "resume for 2 more epochs" ran at lr 0).
+        With an unchanged config both are identical, so resume stays exact.
+        """
         self.model.load_state_dict(ckpt["model"])
+        configured = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
+        for group, settings in zip(self.optimizer.param_groups, configured):
+            group.update(settings)
+        changed = _changed_train_keys(ckpt.get("config", {}).get("train", {}), config_to_dict(self.tcfg))
+        if changed:
+            log.info(
+                "resume with changed settings (the schedule follows this config): %s", "; ".join(changed)
+            )
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         if self.ema is not None:
@@ -316,21 +314,18 @@ class Trainer:
         )
         return loop
 
-    def _update_top_k(self, loop: dict, epoch: int, value: float) -> list[str]:
-        """Return extra checkpoint names to write for top-k and delete those that fell out."""
+    def _update_top_k(self, loop: dict, epoch: int, value: float) -> tuple[list[str], list[str]]:
+        """Update the top-k list; return (checkpoint names to write, names that fell out to delete)."""
         k = self.tcfg.keep_top_k
         if k <= 0:
-            return []
+            return [], []
         name = f"epoch{epoch:04d}.pt"
         entries = loop["top_k"] + [[value, name]]
         entries.sort(key=lambda e: e[0], reverse=self.best_mode == "max")
         keep, drop = entries[:k], entries[k:]
         loop["top_k"] = keep
-        if self.dist.is_main:
-            for _, old in drop:
-                if old != name:
-                    (self.ckpt_dir / old).unlink(missing_ok=True)
-        return [name] if any(n == name for _, n in keep) else []
+        write = [name] if any(n == name for _, n in keep) else []
+        return write, [old for _, old in drop if old != name]
 
     def _improved(self, value: float, best: float | None) -> bool:
         if best is None:
@@ -354,30 +349,35 @@ class Trainer:
             metrics = {k: float(v) for k, v in metrics.items()}
         return broadcast_object(metrics, self.dist)
 
-    def evaluate(self) -> dict:
-        """Evaluate weights from --weights, --resume PATH, or the run's best.pt / last.pt (--eval-only).
-
-        Returns:
-            The task's metrics; also written to `<output_dir>/eval.json` with the checkpoint used.
-        """
+    def _eval_source(self) -> str:
+        """The checkpoint --eval-only scores: --weights, --resume PATH, else the run's best.pt or last.pt."""
         source = self.weights
         if not source and self.resume and self.resume != "auto":
             source = self.resume
         if not source:
             for name in ("best.pt", "last.pt"):
                 if (self.ckpt_dir / name).is_file():
-                    source = str(self.ckpt_dir / name)
-                    break
-        if not source:
+                    return str(self.ckpt_dir / name)
             raise CheckpointError(
                 f"--eval-only needs weights: pass --weights PATH or train first ({self.ckpt_dir} is empty)"
             )
+        return str(source)
+
+    def evaluate(self) -> dict:
+        """Evaluate a checkpoint of this very model (see `_eval_source`) on the validation data alone.
+
+        Returns:
+            The task's metrics; also written to `<output_dir>/eval.json` with the checkpoint used.
+
+        Raises:
+            CheckpointError: the checkpoint holds another model (signature or tensors differ).
+        """
+        source = self._eval_source()
         ckpt = load_checkpoint(source)
-        if self.tcfg.ema and ckpt.get("ema"):
-            self.model.load_state_dict(ckpt["ema"])
-        else:
-            load_weights_into(self.model, source, strict=True)
-        _, val_set = self.task.build_datasets()
+        check_signature(ckpt, _jsonable(self.task.model_signature()), source, "eval")
+        load_weights_into(self.model, source, strict=True, use_ema=self.tcfg.ema, checkpoint=ckpt)
+        self.task.adopt_checkpoint_meta(ckpt.get("task_meta") or {}, source, "eval")
+        val_set = self.task.build_eval_dataset()
         if val_set is None:
             raise ConfigError("--eval-only: the task has no validation data configured")
         loader = self._val_loader(val_set)
@@ -385,7 +385,7 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         metrics = self._run_eval(loader, epoch=int(ckpt.get("epoch", 0) or 0))
         if self.dist.is_main:
-            record = {"weights": str(source), **metrics}
+            record = {"weights": source, **metrics}
             (self.run_dir / "eval.json").write_text(json.dumps(record, indent=2))
             log.info("eval %s: %s", source, _fmt(metrics))
         return metrics
@@ -395,60 +395,21 @@ class Trainer:
     def fit(self) -> dict:
         """Train for `train.epochs`, evaluating, checkpointing and logging; return the run summary."""
         t = self.tcfg
+        resume_path = self._resolve_resume_path()
+        self._check_run_folder(resuming=bool(self.resume))
+        resume_ckpt = self._load_resume_checkpoint(resume_path) if resume_path is not None else None
         train_set, val_set = self.task.build_datasets()
         train_loader, sampler, seeded = self._train_loader(train_set)
         val_loader = self._val_loader(val_set)
-        full_batches = len(train_loader)
-        if full_batches == 0:
-            raise ConfigError(
-                f"train.batch_size={t.batch_size} yields no batch from {len(train_set)} samples"
-            )
-        batches_per_epoch = full_batches
-        if t.max_steps_per_epoch:
-            batches_per_epoch = min(full_batches, t.max_steps_per_epoch * t.accum_steps)
-        steps_per_epoch = math.ceil(batches_per_epoch / t.accum_steps)
-
-        self.optimizer = build_optimizer(self.model, t)
-        self.scheduler = build_scheduler(self.optimizer, t, steps_per_epoch)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-        if t.ema:
-            from timm.utils import ModelEmaV3
-
-            self.ema = ModelEmaV3(self.model, decay=t.ema_decay)
-
-        loop = {
-            "epoch": 0,
-            "batch_in_epoch": 0,
-            "global_step": 0,
-            "best": None,
-            "best_epoch": -1,
-            "bad_evals": 0,
-            "top_k": [],
-            "loss_sum": 0.0,
-            "loss_count": 0,
-        }
+        batches_per_epoch, steps_per_epoch = self._epoch_length(train_loader, len(train_set))
+        self._build_optimisation(steps_per_epoch)
+        loop = self._new_loop()
         self._pending_rng = None
-        resume_path = self._resolve_resume_path()
-        if resume_path is not None:
-            loop.update(self._restore(resume_path))
-
-        if t.sync_bn and self.dist.enabled:
-            # The converted modules share the same Parameter objects, so the optimizer stays valid.
-            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-        model: nn.Module = self.model
-        if self.dist.enabled:
-            device_ids = [self.device.index] if self.device.type == "cuda" else None
-            model = DistributedDataParallel(
-                model, device_ids=device_ids, find_unused_parameters=t.find_unused_parameters
-            )
-        self.train_model = model
-
+        if resume_ckpt is not None:
+            loop.update(self._restore(resume_ckpt, resume_path))
+        self.train_model = self._wrap_for_training()
         if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            for stale in remove_stale_temp_files(self.ckpt_dir):
-                log.info("removed %s, left by a checkpoint write that was interrupted", stale)
-            save_config(self.cfg, self.run_dir / "config.yaml")
-            self.logger = RunLogger(self.run_dir, self.best_metric, tensorboard=t.tensorboard)
+            self._open_run_folder(loop["global_step"] if resume_ckpt is not None else 0)
             log.info(
                 "run folder %s | device %s | amp %s | world size %d | %d batches/epoch, %d steps/epoch",
                 self.run_dir,
@@ -470,41 +431,7 @@ class Trainer:
             log.info("nothing to do: the checkpoint already finished %d epochs", loop["epoch"])
         while loop["epoch"] < t.epochs:
             last_metrics = self._train_epoch(loop, train_loader, sampler, seeded, batches_per_epoch)
-            epoch = loop["epoch"]  # already advanced to the next epoch by _train_epoch
-            metrics: dict = {}
-            names = ["last.pt"]
-            if val_loader is not None and (epoch % t.eval_every == 0 or epoch == t.epochs):
-                metrics = self._run_eval(val_loader, epoch)
-                if self.best_metric not in metrics:
-                    raise ConfigError(
-                        f"train.best_metric={self.best_metric!r} is not among the task's metrics "
-                        f"{sorted(metrics)}"
-                    )
-                value = metrics[self.best_metric]
-                if self._improved(value, loop["best"]):
-                    loop["best"], loop["best_epoch"], loop["bad_evals"] = value, epoch, 0
-                    names.append("best.pt")
-                else:
-                    loop["bad_evals"] += 1
-                names += self._update_top_k(loop, epoch, value)
-            record = {
-                "kind": "epoch",
-                "epoch": epoch,
-                "step": loop["global_step"],
-                **last_metrics,
-                **{f"val/{k}": v for k, v in metrics.items()},
-            }
-            self._save(loop, {**last_metrics, **metrics}, names)
-            if self.logger is not None:
-                self.logger.write(record, loop["global_step"])
-                if t.plots:
-                    self.logger.plot()
-                log.info(
-                    "epoch %d/%d %s",
-                    epoch,
-                    t.epochs,
-                    _fmt({**last_metrics, **{f"val/{k}": v for k, v in metrics.items()}}),
-                )
+            self._end_epoch(loop, last_metrics, val_loader)
             if t.early_stop_patience and loop["bad_evals"] >= t.early_stop_patience:
                 log.info(
                     "early stop: %s has not improved for %d evaluations (best %.5g at epoch %d)",
@@ -515,7 +442,127 @@ class Trainer:
                 )
                 stopped_early = True
                 break
+        return self._finish(loop, last_metrics, stopped_early, time.perf_counter() - start)
 
+    def _check_run_folder(self, resuming: bool) -> None:
+        """Rank 0 checks the folder and every rank raises the same error (no rank left at a barrier)."""
+        problem = None
+        if self.dist.is_main:
+            try:
+                check_run_folder(self.run_dir, resuming=resuming, overwrite=self.overwrite)
+            except RunFolderError as err:
+                problem = str(err)
+        problem = broadcast_object(problem, self.dist)
+        if problem:
+            raise RunFolderError(problem)
+
+    def _epoch_length(self, train_loader: DataLoader, num_samples: int) -> tuple[int, int]:
+        """(batches, optimizer steps) per epoch, after train.max_steps_per_epoch."""
+        t = self.tcfg
+        full_batches = len(train_loader)
+        if full_batches == 0:
+            raise ConfigError(f"train.batch_size={t.batch_size} yields no batch from {num_samples} samples")
+        batches = full_batches
+        if t.max_steps_per_epoch:
+            batches = min(full_batches, t.max_steps_per_epoch * t.accum_steps)
+        return batches, math.ceil(batches / t.accum_steps)
+
+    def _build_optimisation(self, steps_per_epoch: int) -> None:
+        t = self.tcfg
+        self.optimizer = build_optimizer(self.model, t)
+        self.scheduler = build_scheduler(self.optimizer, t, steps_per_epoch)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        if t.ema:
+            from timm.utils import ModelEmaV3
+
+            self.ema = ModelEmaV3(self.model, decay=t.ema_decay)
+
+    @staticmethod
+    def _new_loop() -> dict:
+        """The loop state saved in every checkpoint (and restored by a resume)."""
+        return {
+            "epoch": 0,
+            "batch_in_epoch": 0,
+            "global_step": 0,
+            "best": None,
+            "best_epoch": -1,
+            "bad_evals": 0,
+            "top_k": [],
+            "loss_sum": 0.0,
+            "loss_count": 0,
+        }
+
+    def _wrap_for_training(self) -> nn.Module:
+        """SyncBatchNorm and DDP when distributed; the model itself otherwise."""
+        t = self.tcfg
+        if t.sync_bn and self.dist.enabled:
+            # The converted modules share the same Parameter objects, so the optimizer stays valid.
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        if not self.dist.enabled:
+            return self.model
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(
+            self.model, device_ids=device_ids, find_unused_parameters=t.find_unused_parameters
+        )
+
+    def _open_run_folder(self, resumed_step: int) -> None:
+        """Rank 0: clear a replaced run, drop history a resume replays, write config.yaml, start logging."""
+        if self.overwrite:
+            for path in clear_run(self.run_dir):
+                log.info("--overwrite: removed %s of the earlier run", path)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in remove_stale_temp_files(self.ckpt_dir):
+            log.info("removed %s, left by a checkpoint write that was interrupted", stale)
+        dropped = truncate_history(self.run_dir / "metrics.jsonl", resumed_step)
+        if dropped:
+            log.info(
+                "metrics.jsonl: dropped %d records after step %d (this run replays them)",
+                dropped,
+                resumed_step,
+            )
+        save_config(self.cfg, self.run_dir / "config.yaml")
+        self.logger = RunLogger(
+            self.run_dir, self.best_metric, tensorboard=self.tcfg.tensorboard, purge_step=resumed_step or None
+        )
+
+    def _end_epoch(self, loop: dict, train_metrics: dict, val_loader: DataLoader | None) -> None:
+        """Evaluate when due, update best / top-k, log the epoch, then checkpoint.
+
+        The epoch's record is logged before last.pt is written: a kill in between leaves a record
+        newer than last.pt, which the resumed run drops (truncate_history) and writes again.
+        """
+        t = self.tcfg
+        epoch = loop["epoch"]  # already advanced to the next epoch by _train_epoch
+        metrics: dict = {}
+        extra: list[str] = []
+        stale: list[str] = []
+        if val_loader is not None and (epoch % t.eval_every == 0 or epoch == t.epochs):
+            metrics = self._run_eval(val_loader, epoch)
+            if self.best_metric not in metrics:
+                raise ConfigError(
+                    f"train.best_metric={self.best_metric!r} is not among the task's metrics "
+                    f"{sorted(metrics)}"
+                )
+            value = metrics[self.best_metric]
+            if self._improved(value, loop["best"]):
+                loop["best"], loop["best_epoch"], loop["bad_evals"] = value, epoch, 0
+                extra.append("best.pt")
+            else:
+                loop["bad_evals"] += 1
+            top_k, stale = self._update_top_k(loop, epoch, value)
+            extra += top_k
+        shown = {**train_metrics, **{f"val/{k}": v for k, v in metrics.items()}}
+        if self.logger is not None:
+            self.logger.write(
+                {"kind": "epoch", "epoch": epoch, "step": loop["global_step"], **shown}, loop["global_step"]
+            )
+            if t.plots:
+                self.logger.plot()
+            log.info("epoch %d/%d %s", epoch, t.epochs, _fmt(shown))
+        self._save(loop, {**train_metrics, **metrics}, extra, stale)
+
+    def _finish(self, loop: dict, last_metrics: dict, stopped_early: bool, seconds: float) -> dict:
+        """Write summary.json (rank 0) and return the run summary."""
         summary = {
             "epochs_completed": loop["epoch"],
             "global_step": loop["global_step"],
@@ -523,7 +570,7 @@ class Trainer:
             "best_value": loop["best"],
             "best_epoch": loop["best_epoch"],
             "stopped_early": stopped_early,
-            "train_time_s": round(time.perf_counter() - start, 3),
+            "train_time_s": round(seconds, 3),
             "world_size": self.dist.world_size,
             "device": str(self.device),
             "amp": str(self.amp_dtype or "off"),
@@ -635,7 +682,7 @@ class Trainer:
                 and index + 1 < batches_per_epoch
             ):
                 loop["batch_in_epoch"] = index + 1
-                self._save(loop, {}, ["last.pt"])
+                self._save(loop, {}, [])
         if hasattr(batches, "close"):
             batches.close()
         loop["epoch"] = epoch + 1
@@ -655,6 +702,15 @@ class Trainer:
             dist.all_reduce(value)
             value /= self.dist.world_size
         return float(value)
+
+
+def _changed_train_keys(saved: dict, current: dict) -> list[str]:
+    """`key old -> new` for the train settings that differ between a checkpoint and this run."""
+    return [
+        f"train.{key} {saved[key]!r} -> {value!r}"
+        for key, value in current.items()
+        if key in saved and saved[key] != value
+    ]
 
 
 def _fmt(metrics: dict) -> str:

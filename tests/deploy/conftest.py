@@ -66,8 +66,11 @@ def _coco_folder(root: Path, n: int = 4, size=(72, 96)) -> Path:
     return root
 
 
-def _save(model, cfg, path: Path) -> Path:
-    save_checkpoint({"model": model.state_dict(), "config": config_to_dict(cfg), "epoch": 1}, path)
+def _save(model, cfg, path: Path, task_meta: dict | None = None) -> Path:
+    checkpoint = {"model": model.state_dict(), "config": config_to_dict(cfg), "epoch": 1}
+    if task_meta is not None:
+        checkpoint["task_meta"] = task_meta
+    save_checkpoint(checkpoint, path)
     return path
 
 
@@ -98,7 +101,7 @@ def cls_checkpoint(tmp_path_factory) -> Path:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    return _save(model.eval(), cfg, root / "best.pt")
+    return _save(model.eval(), cfg, root / "best.pt", {"classes": ["cat", "dog", "owl"]})
 
 
 @pytest.fixture(scope="session")

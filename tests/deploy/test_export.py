@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import warnings
 from pathlib import Path
 
@@ -39,6 +40,21 @@ def test_classifier_export_matches_pytorch(cls_checkpoint, tmp_path, capsys):
     onnx_out = OnnxModel(tmp_path / "best.onnx")(batch)[0]  # dynamic batch: 5 images, exported with 3
     torch.testing.assert_close(scripted, expected, atol=1e-4, rtol=1e-3)
     torch.testing.assert_close(onnx_out, expected, atol=1e-4, rtol=1e-3)
+
+
+def test_exported_classifier_carries_its_class_names(cls_checkpoint, tmp_path):
+    import onnxruntime
+
+    assert _tool("export").main([str(cls_checkpoint), "--out", str(tmp_path), "--num-images", "2"]) == 0
+    classes = {"classes": ["cat", "dog", "owl"]}
+    assert json.loads((tmp_path / "best.json").read_text())["task_meta"] == classes
+    extra = {"task_meta.json": ""}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.load(str(tmp_path / "best.ts"), _extra_files=extra)
+    assert json.loads(extra["task_meta.json"]) == classes
+    session = onnxruntime.InferenceSession(str(tmp_path / "best.onnx"))
+    assert json.loads(session.get_modelmeta().custom_metadata_map["task_meta"]) == classes
 
 
 def test_unet_export_accepts_any_size(seg_checkpoint, tmp_path):

@@ -109,3 +109,35 @@ def test_int_keyed_mappings_survive_a_json_round_trip():
 
     restored = config_from_dict(WithMap, json.loads(json.dumps(config_to_dict(WithMap({0: 0, 255: 1})))))
     assert restored.value_map == {0: 0, 255: 1}
+
+
+@pytest.mark.parametrize("word", ["off", "on", "yes", "no", "OFF"])
+def test_yaml_1_1_booleans_stay_strings(tmp_path, word):
+    """`train.amp=off` is a documented value: neither the file nor the command line may turn it into False."""
+    from_file = load_config(write(tmp_path / "c.yaml", f"train:\n  amp: {word}\n"), [], Cfg)
+    from_cli = load_config(write(tmp_path / "d.yaml", ""), [f"train.amp={word}"], Cfg)
+    assert from_file.train.amp == from_cli.train.amp == word
+    with pytest.raises(ConfigError, match=rf"train.ema: expected true/false, got '{word}'"):
+        load_config(write(tmp_path / "e.yaml", ""), [f"train.ema={word}"], Cfg)
+    assert load_config(write(tmp_path / "f.yaml", "train:\n  ema: True\n"), [], Cfg).train.ema is True
+
+
+def test_other_libraries_names_get_a_suggestion_not_a_key_list(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown config key 'train.lerning_rate': did you mean 'lr'\?$"):
+        load_config(write(tmp_path / "c.yaml", ""), ["train.lerning_rate=0.1"], Cfg)
+    with pytest.raises(ConfigError, match=r"did you mean 'epochs'\?$"):
+        load_config(write(tmp_path / "d.yaml", "train:\n  max_epochs: 3\n"), [], Cfg)
+
+
+def test_errors_say_where_the_value_came_from(tmp_path):
+    cfg_file = write(tmp_path / "c.yaml", "train:\n  epochs: ten\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: train.epochs: expected an integer"):
+        load_config(cfg_file, [], Cfg)
+    with pytest.raises(
+        ConfigError, match=r"^command-line override 'train.lr=fast': train.lr: expected a number"
+    ):
+        load_config(write(tmp_path / "d.yaml", ""), ["train.lr=fast"], Cfg)
+    with pytest.raises(
+        ConfigError, match=r"^command-line override 'train.lerning_rate=0.1': unknown config key"
+    ):
+        load_config(write(tmp_path / "e.yaml", ""), ["train.lerning_rate=0.1"], Cfg)
