@@ -366,13 +366,15 @@ ARCHS: dict[str, tuple[dict, str | None]] = {
 }
 
 
-def create_backbone(arch: str, weights: str | None = None, **kwargs) -> ResNet:
+def create_backbone(arch: str, weights: str | None = None, partial_load: bool = False, **kwargs) -> ResNet:
     """Build a ResNet by architecture name, optionally loading weights.
 
     Args:
         arch: a key of :data:`ARCHS` (e.g. "resnet50", "resnext50_32x4d", "resnet50d").
         weights: None, a torchvision weight name ("IMAGENET1K_V2", "DEFAULT"), a timm name
-            ("resnet50.a1_in1k"), a local file or a URL. See :func:`backbones.weights.load_pretrained`.
+            ("resnet50.a1_in1k"), a local file or a URL, also a whole-model checkpoint (classifier,
+            detector, U-Net, ...) whose backbone is taken. See :func:`backbones.weights.load_pretrained`.
+        partial_load: accept weights that fill only part of the backbone.
         **kwargs: :class:`ResNet` arguments; they override the architecture's own.
     """
     if arch not in ARCHS:
@@ -382,13 +384,13 @@ def create_backbone(arch: str, weights: str | None = None, **kwargs) -> ResNet:
     if weights:
         from .weights import load_pretrained  # late import: weights.py imports this module
 
-        load_pretrained(model, weights, arch=arch)
+        load_pretrained(model, weights, arch=arch, partial=partial_load)
     return model
 
 
 def _builder(arch: str) -> Callable[..., ResNet]:
-    def build(weights: str | None = None, **kwargs) -> ResNet:
-        return create_backbone(arch, weights=weights, **kwargs)
+    def build(weights: str | None = None, partial_load: bool = False, **kwargs) -> ResNet:
+        return create_backbone(arch, weights=weights, partial_load=partial_load, **kwargs)
 
     build.__name__ = arch
     build.__qualname__ = arch

@@ -26,6 +26,9 @@ CLASSIFIER_PREFIX = "fc."
 # Wrappers other training code puts around a state dict, checked in this order.
 STATE_DICT_KEYS = ("state_dict", "model", "model_state_dict", "module")
 PREFIXES = ("module.", "backbone.", "encoder.", "model.")
+# Every ResNet of the family has this tensor; whatever stands before it in a key is the prefix under which
+# a whole model (classifier, Faster R-CNN, U-Net, few-shot learner) keeps its backbone.
+BACKBONE_ANCHOR = "layer1.0.conv1.weight"
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -43,6 +46,31 @@ class LoadReport:
     reshaped: list[str] = field(default_factory=list)
     dropped_head: list[str] = field(default_factory=list)
     adapted_input_conv: str | None = None
+
+    def backbone_problems(self) -> list[str]:
+        """What keeps this from being a full load of the backbone (the classifier head does not count)."""
+        problems = []
+        reshaped = set(self.reshaped)
+        for what, keys in (
+            ("backbone tensors not in the checkpoint", [k for k in self.missing if k not in reshaped]),
+            ("checkpoint tensors this backbone has no place for", self.unexpected),
+            ("tensors of another shape", self.reshaped),
+        ):
+            keys = [k for k in keys if not k.startswith(CLASSIFIER_PREFIX)]
+            if keys:
+                shown = ", ".join(keys[:4]) + (" ..." if len(keys) > 4 else "")
+                problems.append(f"{len(keys)} {what} ({shown})")
+        return problems
+
+    def counts(self) -> dict[str, int]:
+        """Tensor counts per outcome, for logs and the run folder's weights report."""
+        return {
+            "loaded": len(self.loaded),
+            "missing": len(self.missing),
+            "unexpected": len(self.unexpected),
+            "reshaped": len(self.reshaped),
+            "dropped_head": len(self.dropped_head),
+        }
 
     def __str__(self) -> str:
         lines = [f"loaded {len(self.loaded)} tensors from {self.source}"]
@@ -160,6 +188,22 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             break
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path} does not hold a state dict of tensors")
+    return extract_backbone(state)
+
+
+def extract_backbone(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The backbone's tensors of a whole model's state dict, with the backbone's own key names.
+
+    The backbone is found by its tensor names, not by task: ``backbone.`` (classifier, few-shot),
+    ``backbone.body.`` (Faster R-CNN), ``encoder.`` (U-Net), ``module.`` (DDP) or none (a torchvision or
+    timm ResNet, whose classifier head is then kept). Tensors outside the backbone (heads, FPN, decoder)
+    are left out. A state dict without a ResNet layout falls back to stripping a common wrapper prefix.
+    """
+    anchored = [k[: -len(BACKBONE_ANCHOR)] for k in state if k.endswith(BACKBONE_ANCHOR)]
+    prefixes = [p for p in anchored if p == "" or p.endswith(".")]
+    if prefixes:
+        prefix = min(prefixes, key=len)
+        return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     for prefix in PREFIXES:
         if state and all(k.startswith(prefix) for k in state):
             state = {k[len(prefix) :]: v for k, v in state.items()}
@@ -196,8 +240,20 @@ def first_conv_key(model: ResNet) -> str:
 
 
 # ----------------------------------------------------------------------------------------- loading
-def load_state_dict_report(model: ResNet, state: dict[str, torch.Tensor], source: str) -> LoadReport:
-    """Load what fits into ``model`` and report the rest; raise if nothing at all matched."""
+class WeightsMismatchError(ValueError):
+    """A checkpoint fills only part of the backbone and the caller did not allow a partial load."""
+
+
+def load_state_dict_report(
+    model: ResNet, state: dict[str, torch.Tensor], source: str, partial: bool = False
+) -> LoadReport:
+    """Load ``state`` into ``model`` and report what happened.
+
+    A classifier head of another size is dropped with a message. Anything else that does not fit (backbone
+    tensors missing, unexpected or of another shape: another architecture, or weights for another
+    ``in_chans`` layout) is an error unless ``partial``; a checkpoint of which no backbone tensor fits
+    is always an error. The report is kept as ``model.load_report``.
+    """
     report = LoadReport(source=source)
     own = model.state_dict()
     conv_key = first_conv_key(model)
@@ -223,7 +279,15 @@ def load_state_dict_report(model: ResNet, state: dict[str, torch.Tensor], source
             f"no tensor of {source} fits this {model.depth}-layer ResNet: is it a checkpoint of another "
             f"architecture? First keys: {list(state)[:5]}"
         )
+    problems = report.backbone_problems()
+    if problems and not partial:
+        raise WeightsMismatchError(
+            f"{source} fills only part of this {model.depth}-layer ResNet: {'; '.join(problems)}. "
+            "Is it a checkpoint of another architecture? Allow a partial load explicitly "
+            "(partial_load=True; in a config: model.backbone.partial_load=true) to load what fits."
+        )
     model.load_state_dict(usable, strict=False)
+    model.load_report = report
     if report.dropped_head:
         log.info(
             "dropped classifier head %s (model has num_classes=%d)", report.dropped_head, model.num_classes
@@ -236,7 +300,11 @@ def load_state_dict_report(model: ResNet, state: dict[str, torch.Tensor], source
 
 
 def load_pretrained(
-    model: ResNet, source: str | os.PathLike, arch: str | None = None, download: bool = True
+    model: ResNet,
+    source: str | os.PathLike,
+    arch: str | None = None,
+    download: bool = True,
+    partial: bool = False,
 ) -> LoadReport:
     """Load weights into ``model`` from a torchvision name, a timm name, a local file or a URL.
 
@@ -245,6 +313,7 @@ def load_pretrained(
         source: "IMAGENET1K_V2", "DEFAULT", "resnet50.a1_in1k", "/path/ckpt.pth", "https://...".
         arch: architecture name (needed to resolve torchvision weight names).
         download: allow a download when the file is not cached yet.
+        partial: accept a checkpoint that fills only part of the backbone (see `load_state_dict_report`).
 
     Returns:
         A :class:`LoadReport` (also logged).
@@ -254,4 +323,4 @@ def load_pretrained(
     path = cached_file(location, download=download) if is_remote else Path(location)
     # The timm converter leaves torchvision keys untouched, so it is safe for every source.
     state = convert_timm_state_dict(read_state_dict(path))
-    return load_state_dict_report(model, state, source=f"{source} ({path})")
+    return load_state_dict_report(model, state, source=f"{source} ({path})", partial=partial)

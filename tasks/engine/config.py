@@ -122,6 +122,48 @@ class TrainConfig:
     plots: bool = True  # redraw curves.png (loss, lr, main metric) after every epoch
 
 
+def validate_train_config(t: TrainConfig) -> None:
+    """Refuse train values that would crash later or silently misbehave, naming the key and value."""
+    positive = {
+        "epochs": t.epochs,
+        "batch_size": t.batch_size,
+        "accum_steps": t.accum_steps,
+        "eval_every": t.eval_every,
+        "log_every": t.log_every,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"train.{key}={value}: must be >= 1")
+    for key in (
+        "num_workers",
+        "keep_top_k",
+        "early_stop_patience",
+        "max_steps_per_epoch",
+        "checkpoint_every_steps",
+    ):
+        if getattr(t, key) < 0:
+            raise ConfigError(f"train.{key}={getattr(t, key)}: must be >= 0")
+    non_negative = {
+        "lr": t.lr,
+        "weight_decay": t.weight_decay,
+        "min_lr": t.min_lr,
+        "warmup_epochs": t.warmup_epochs,
+        "warmup_lr_ratio": t.warmup_lr_ratio,
+        "grad_clip": t.grad_clip,
+    }
+    for key, value in non_negative.items():
+        if not value >= 0:  # also catches NaN
+            raise ConfigError(f"train.{key}={value}: must be >= 0")
+    if not 0.0 <= t.momentum < 1.0:
+        raise ConfigError(f"train.momentum={t.momentum}: must be in [0, 1)")
+    if not t.gamma > 0:
+        raise ConfigError(f"train.gamma={t.gamma}: must be > 0 (the factor each decay multiplies lr by)")
+    if t.best_mode not in ("", "max", "min"):
+        raise ConfigError(f"train.best_mode={t.best_mode!r}: expected max or min")
+    if not 0.0 <= t.ema_decay < 1.0:
+        raise ConfigError(f"train.ema_decay={t.ema_decay}: must be in [0, 1)")
+
+
 @dataclass
 class RunConfig:
     """Base of every task config: subclasses add `model` and `data` dataclass fields."""

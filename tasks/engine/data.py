@@ -11,10 +11,13 @@ from __future__ import annotations
 import itertools
 import random
 import zlib
+from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from .config import ConfigError
 
 
 class ResumableDistributedSampler(DistributedSampler):
@@ -98,3 +101,60 @@ class EpochSeededDataset(Dataset):
         if name in ("dataset", "__setstate__", "__getstate__"):
             raise AttributeError(name)
         return getattr(self.dataset, name)
+
+
+def build_train_loader(
+    dataset: Dataset, task: Any, cfg: Any, dist_info: Any, device: torch.device
+) -> tuple[DataLoader, Any, EpochSeededDataset]:
+    """The resumable training loader: (loader, its sampler, the epoch-seeded dataset it reads).
+
+    Args:
+        dataset: the task's training set.
+        task: supplies `collate_fn` and, optionally, a custom batch sampler (few-shot episodes).
+        cfg: the `train` config section (batch_size, num_workers, seed).
+        dist_info: the process's place in the job (`runtime.DistInfo`).
+        device: pins memory for CUDA.
+    """
+    seeded = EpochSeededDataset(dataset, cfg.seed)
+    custom = task.train_batch_sampler(dataset, cfg.batch_size, cfg.seed)
+    # A private generator: creating a loader iterator must not draw from the global torch RNG, or
+    # a resumed run (which creates its iterator after restoring the RNG) would drift.
+    common = dict(
+        num_workers=cfg.num_workers,
+        collate_fn=task.collate_fn,
+        pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(cfg.seed),
+        persistent_workers=False,  # workers must see the dataset's new epoch every epoch
+    )
+    if custom is not None:
+        sampler = SkipBatches(custom)
+        return DataLoader(seeded, batch_sampler=sampler, **common), sampler, seeded
+    sampler = ResumableDistributedSampler(dataset, dist_info.world_size, dist_info.rank, seed=cfg.seed)
+    if sampler.num_samples < 1:
+        raise ConfigError("the training set is empty")
+    # Drop a ragged last batch (a batch of 1 breaks BatchNorm) unless the set is smaller than a batch.
+    drop_last = sampler.num_samples >= cfg.batch_size
+    loader = DataLoader(seeded, batch_size=cfg.batch_size, sampler=sampler, drop_last=drop_last, **common)
+    return loader, sampler, seeded
+
+
+def build_val_loader(dataset: Dataset | None, task: Any, cfg: Any, device: torch.device) -> DataLoader | None:
+    """The evaluation loader in dataset order (None when there is no validation set)."""
+    if dataset is None:
+        return None
+    return DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        shuffle=False,
+        num_workers=cfg.num_workers,
+        collate_fn=task.collate_fn,
+        pin_memory=device.type == "cuda",
+    )
+
+
+def set_start(sampler: Any, batches: int, batch_size: int) -> None:
+    """Make the next pass of `sampler` skip the first `batches` batches (mid-epoch resume)."""
+    if isinstance(sampler, SkipBatches):
+        sampler.skip = batches
+    else:
+        sampler.set_start_index(batches * batch_size)

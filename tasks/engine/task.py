@@ -70,6 +70,13 @@ class Task:
         """Evaluate on the validation loader (rank 0 only) and return scalar metrics."""
         raise NotImplementedError
 
+    def after_evaluation(self, run_dir: Path, epoch: int, metrics: dict[str, float], is_best: bool) -> None:
+        """Called on rank 0 after each evaluation of training, once best.pt's fate is known.
+
+        `is_best` says whether this evaluation becomes best.pt: a task that writes evaluation reports
+        (per-case tables, ...) copies them aside here instead of tracking the best metric itself.
+        """
+
     def summary_extras(self, run_dir: Path) -> dict:
         """Task-specific entries merged into the run's summary.json at the end of training (default none)."""
         return {}

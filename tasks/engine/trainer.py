@@ -1,10 +1,10 @@
 """The training loop shared by every task.
 
-The Trainer owns devices, precision, DDP, optimisation, checkpoints and logging; the Task (see task.py)
-owns the model, the data, the loss and the evaluation. Resume is exact: checkpoints hold the model,
-optimizer, scheduler, GradScaler, EMA, loop position (epoch and batch within the epoch) and every rank's
-RNG state; the training order is a seeded permutation per epoch, so a resumed run skips the batches it
-already consumed and continues on the same stream.
+The Trainer owns devices, precision, DDP, optimisation and logging; the Task (see task.py) owns the model,
+the data, the loss and the evaluation; `CheckpointKeeper` (checkpointing.py) owns which files are kept.
+Resume is exact: checkpoints hold the model, optimizer, GradScaler, EMA, loop position (epoch and batch
+within the epoch) and every rank's RNG state; the training order is a seeded permutation per epoch, so a
+resumed run skips the batches it already consumed and continues on the same stream.
 """
 
 from __future__ import annotations
@@ -21,18 +21,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from .checkpoint import (
-    CheckpointError,
-    get_rng_state,
-    load_checkpoint,
-    remove_stale_temp_files,
-    save_checkpoint,
-    set_rng_state,
-)
-from .config import ConfigError, RunConfig, config_to_dict, save_config
-from .data import EpochSeededDataset, ResumableDistributedSampler, SkipBatches
+from .checkpoint import CheckpointError, get_rng_state, load_checkpoint, set_rng_state
+from .checkpointing import CheckpointKeeper, LoopState, should_stop_early
+from .config import ConfigError, RunConfig, config_to_dict, save_config, validate_train_config
+from .data import build_train_loader, build_val_loader, set_start
 from .monitor import RunLogger, progress, use_progress_bars
 from .optim import build_optimizer, build_scheduler
 from .run_folder import RunFolderError, check_run_folder, clear_run, truncate_history
@@ -88,7 +82,7 @@ class Trainer:
         self.cfg = cfg
         self.task = task
         self.tcfg = cfg.train
-        self._validate_train_config()
+        validate_train_config(self.tcfg)
         self.dist = init_distributed(cfg.device)
         self.device = resolve_device(cfg.device, self.dist.local_rank)
         self.amp_dtype = resolve_amp(self.tcfg.amp, self.device)
@@ -101,6 +95,7 @@ class Trainer:
         self.overwrite = overwrite
         self.best_metric = self.tcfg.best_metric or task.default_best_metric
         self.best_mode = self.tcfg.best_mode or task.best_mode
+        self.keeper = CheckpointKeeper(self.ckpt_dir, self.best_mode, self.tcfg.keep_top_k, self.dist.is_main)
         self.show_bars = use_progress_bars() and self.dist.is_main
 
         # Same seed on every rank so that all ranks build identical weights (DDP also broadcasts them).
@@ -115,147 +110,36 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
         self.ema = None
         self.logger: RunLogger | None = None
-
-    # ------------------------------------------------------------------------------------- validation
-
-    def _validate_train_config(self) -> None:
-        t = self.tcfg
-        positive = {
-            "epochs": t.epochs,
-            "batch_size": t.batch_size,
-            "accum_steps": t.accum_steps,
-            "eval_every": t.eval_every,
-            "log_every": t.log_every,
-        }
-        for key, value in positive.items():
-            if value < 1:
-                raise ConfigError(f"train.{key}={value}: must be >= 1")
-        for key in (
-            "num_workers",
-            "keep_top_k",
-            "early_stop_patience",
-            "max_steps_per_epoch",
-            "checkpoint_every_steps",
-        ):
-            if getattr(t, key) < 0:
-                raise ConfigError(f"train.{key}={getattr(t, key)}: must be >= 0")
-        non_negative = {
-            "lr": t.lr,
-            "weight_decay": t.weight_decay,
-            "min_lr": t.min_lr,
-            "warmup_epochs": t.warmup_epochs,
-            "warmup_lr_ratio": t.warmup_lr_ratio,
-            "grad_clip": t.grad_clip,
-        }
-        for key, value in non_negative.items():
-            if not value >= 0:  # also catches NaN
-                raise ConfigError(f"train.{key}={value}: must be >= 0")
-        if not 0.0 <= t.momentum < 1.0:
-            raise ConfigError(f"train.momentum={t.momentum}: must be in [0, 1)")
-        if not t.gamma > 0:
-            raise ConfigError(f"train.gamma={t.gamma}: must be > 0 (the factor each decay multiplies lr by)")
-        if t.best_mode not in ("", "max", "min"):
-            raise ConfigError(f"train.best_mode={t.best_mode!r}: expected max or min")
-        if not 0.0 <= t.ema_decay < 1.0:
-            raise ConfigError(f"train.ema_decay={t.ema_decay}: must be in [0, 1)")
-
-    # ------------------------------------------------------------------------------------------ data
-
-    def _train_loader(self, dataset: Dataset) -> tuple[DataLoader, Any, EpochSeededDataset]:
-        t = self.tcfg
-        seeded = EpochSeededDataset(dataset, t.seed)
-        custom = self.task.train_batch_sampler(dataset, t.batch_size, t.seed)
-        # A private generator: creating a loader iterator must not draw from the global torch RNG, or
-        # a resumed run (which creates its iterator after restoring the RNG) would drift.
-        generator = torch.Generator().manual_seed(t.seed)
-        common = dict(
-            num_workers=t.num_workers,
-            collate_fn=self.task.collate_fn,
-            pin_memory=self.device.type == "cuda",
-            generator=generator,
-            persistent_workers=False,  # workers must see the dataset's new epoch every epoch
-        )
-        if custom is not None:
-            sampler = SkipBatches(custom)
-            return DataLoader(seeded, batch_sampler=sampler, **common), sampler, seeded
-        sampler = ResumableDistributedSampler(dataset, self.dist.world_size, self.dist.rank, seed=t.seed)
-        per_rank = sampler.num_samples
-        if per_rank < 1:
-            raise ConfigError("the training set is empty")
-        # Drop a ragged last batch (a batch of 1 breaks BatchNorm) unless the set is smaller than a batch.
-        drop_last = per_rank >= t.batch_size
-        loader = DataLoader(seeded, batch_size=t.batch_size, sampler=sampler, drop_last=drop_last, **common)
-        return loader, sampler, seeded
-
-    def _val_loader(self, dataset: Dataset | None) -> DataLoader | None:
-        if dataset is None:
-            return None
-        return DataLoader(
-            dataset,
-            batch_size=self.tcfg.batch_size,
-            shuffle=False,
-            num_workers=self.tcfg.num_workers,
-            collate_fn=self.task.collate_fn,
-            pin_memory=self.device.type == "cuda",
-        )
-
-    @staticmethod
-    def _set_start(sampler: Any, batches: int, batch_size: int) -> None:
-        if isinstance(sampler, SkipBatches):
-            sampler.skip = batches
-        else:
-            sampler.set_start_index(batches * batch_size)
+        self._pending_rng: dict | None = None
 
     # ----------------------------------------------------------------------------------- checkpoints
 
     def _unwrap(self, model: nn.Module) -> nn.Module:
         return model.module if isinstance(model, DistributedDataParallel) else model
 
-    def _checkpoint(self, loop: dict, metrics: dict) -> dict:
+    def _checkpoint(self, loop: LoopState, metrics: dict) -> dict:
         rng = gather_objects(get_rng_state(), self.dist)
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+            "scheduler": self.scheduler.state_dict(),  # for inspection: a resume rebuilds the schedule
             "scaler": self.scaler.state_dict(),
             "ema": self.ema.module.state_dict() if self.ema is not None else None,
-            "epoch": loop["epoch"],
-            "step": loop["global_step"],
+            "epoch": loop.epoch,
+            "step": loop.global_step,
             "rng": rng,
             "task": {"name": self.task.name, "version": CHECKPOINT_VERSION},
             "task_meta": _jsonable(self.task.checkpoint_meta()),
             "model_signature": _jsonable(self.task.model_signature()),
             "config": _jsonable(config_to_dict(self.cfg)),
             "metrics": _jsonable(metrics),
-            "loop": _jsonable(loop),
+            "loop": _jsonable(loop.to_dict()),
         }
 
-    def _save(self, loop: dict, metrics: dict, extra: list[str], stale: list[str] = ()) -> None:
-        """Write best/top-k copies, then last.pt, then delete `stale` files, on rank 0.
-
-        last.pt is the commit point: it is written after the copies its loop state refers to and before
-        the files it no longer lists are removed, so a kill between any two writes leaves a folder whose
-        last.pt agrees with best.pt and the top-k files (a resume redoes the epoch and rewrites them).
-        Every rank takes part in the RNG gather.
-        """
-        obj = self._checkpoint(loop, metrics)
-        if self.dist.is_main:
-            for name in [*extra, "last.pt"]:
-                save_checkpoint(obj, self.ckpt_dir / name)
-            for name in stale:
-                (self.ckpt_dir / name).unlink(missing_ok=True)
+    def _save(self, loop: LoopState, metrics: dict) -> None:
+        """Write the keeper's files on rank 0; every rank takes part in the RNG gather."""
+        self.keeper.write(self._checkpoint(loop, metrics))
         barrier(self.dist)
-
-    def _resolve_resume_path(self) -> Path | None:
-        if not self.resume:
-            return None
-        if self.resume == "auto":
-            path = self.ckpt_dir / "last.pt"
-            if path.is_file():
-                return path
-            log.info("--resume auto: no %s yet, starting a new run", path)
-            return None
-        return Path(self.resume)
 
     def _load_resume_checkpoint(self, path: Path) -> dict:
         """Read and check the checkpoint to resume from, and align the task with it (before any data)."""
@@ -267,7 +151,7 @@ class Trainer:
         self.task.adopt_checkpoint_meta(ckpt.get("task_meta") or {}, str(path), "resume")
         return ckpt
 
-    def _restore(self, ckpt: dict, path: Path) -> dict:
+    def _restore(self, ckpt: dict, path: Path) -> LoopState:
         """Load model, optimizer, scaler, EMA and RNG state; return the loop position.
 
         The learning-rate schedule and the optimizer's hyperparameters come from this run's config, not
@@ -293,44 +177,29 @@ class Trainer:
             else:
                 log.warning("%s has no EMA weights: EMA restarts from the current weights", path)
                 self.ema.set(self.model)
-        loop = ckpt["loop"]
-        rng = ckpt.get("rng") or []
-        if isinstance(rng, dict):
-            rng = [rng]
-        if len(rng) == self.dist.world_size:
-            self._pending_rng = rng[self.dist.rank]
-        else:
-            log.warning(
-                "checkpoint has RNG states for %d processes, this run has %d: RNG not restored",
-                len(rng),
-                self.dist.world_size,
-            )
+        self._pending_rng = self._rank_rng(ckpt.get("rng") or [])
+        loop = LoopState.from_dict(ckpt["loop"])
         log.info(
             "resumed from %s at epoch %d, batch %d (step %d)",
             path,
-            loop["epoch"] + 1,
-            loop["batch_in_epoch"],
-            loop["global_step"],
+            loop.epoch + 1,
+            loop.batch_in_epoch,
+            loop.global_step,
         )
         return loop
 
-    def _update_top_k(self, loop: dict, epoch: int, value: float) -> tuple[list[str], list[str]]:
-        """Update the top-k list; return (checkpoint names to write, names that fell out to delete)."""
-        k = self.tcfg.keep_top_k
-        if k <= 0:
-            return [], []
-        name = f"epoch{epoch:04d}.pt"
-        entries = loop["top_k"] + [[value, name]]
-        entries.sort(key=lambda e: e[0], reverse=self.best_mode == "max")
-        keep, drop = entries[:k], entries[k:]
-        loop["top_k"] = keep
-        write = [name] if any(n == name for _, n in keep) else []
-        return write, [old for _, old in drop if old != name]
-
-    def _improved(self, value: float, best: float | None) -> bool:
-        if best is None:
-            return True
-        return value > best if self.best_mode == "max" else value < best
+    def _rank_rng(self, saved: list | dict) -> dict | None:
+        """This rank's saved RNG state, or None (with a warning) when the world size changed."""
+        if isinstance(saved, dict):
+            saved = [saved]
+        if len(saved) == self.dist.world_size:
+            return saved[self.dist.rank]
+        log.warning(
+            "checkpoint has RNG states for %d processes, this run has %d: RNG not restored",
+            len(saved),
+            self.dist.world_size,
+        )
+        return None
 
     # -------------------------------------------------------------------------------------- evaluate
 
@@ -380,7 +249,7 @@ class Trainer:
         val_set = self.task.build_eval_dataset()
         if val_set is None:
             raise ConfigError("--eval-only: the task has no validation data configured")
-        loader = self._val_loader(val_set)
+        loader = build_val_loader(val_set, self.task, self.tcfg, self.device)
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         metrics = self._run_eval(loader, epoch=int(ckpt.get("epoch", 0) or 0))
@@ -395,21 +264,18 @@ class Trainer:
     def fit(self) -> dict:
         """Train for `train.epochs`, evaluating, checkpointing and logging; return the run summary."""
         t = self.tcfg
-        resume_path = self._resolve_resume_path()
+        resume_path = self.keeper.resume_path(self.resume)
         self._check_run_folder(resuming=bool(self.resume))
         resume_ckpt = self._load_resume_checkpoint(resume_path) if resume_path is not None else None
         train_set, val_set = self.task.build_datasets()
-        train_loader, sampler, seeded = self._train_loader(train_set)
-        val_loader = self._val_loader(val_set)
+        train_loader, sampler, seeded = build_train_loader(train_set, self.task, t, self.dist, self.device)
+        val_loader = build_val_loader(val_set, self.task, t, self.device)
         batches_per_epoch, steps_per_epoch = self._epoch_length(train_loader, len(train_set))
         self._build_optimisation(steps_per_epoch)
-        loop = self._new_loop()
-        self._pending_rng = None
-        if resume_ckpt is not None:
-            loop.update(self._restore(resume_ckpt, resume_path))
+        loop = self._restore(resume_ckpt, resume_path) if resume_ckpt is not None else LoopState()
         self.train_model = self._wrap_for_training()
         if self.dist.is_main:
-            self._open_run_folder(loop["global_step"] if resume_ckpt is not None else 0)
+            self._open_run_folder(loop.global_step if resume_ckpt is not None else 0)
             log.info(
                 "run folder %s | device %s | amp %s | world size %d | %d batches/epoch, %d steps/epoch",
                 self.run_dir,
@@ -427,21 +293,12 @@ class Trainer:
         start = time.perf_counter()
         stopped_early = False
         last_metrics: dict = {}
-        if loop["epoch"] >= t.epochs:
-            log.info("nothing to do: the checkpoint already finished %d epochs", loop["epoch"])
-        while loop["epoch"] < t.epochs:
+        if loop.epoch >= t.epochs:
+            log.info("nothing to do: the checkpoint already finished %d epochs", loop.epoch)
+        while loop.epoch < t.epochs and not stopped_early:
             last_metrics = self._train_epoch(loop, train_loader, sampler, seeded, batches_per_epoch)
             self._end_epoch(loop, last_metrics, val_loader)
-            if t.early_stop_patience and loop["bad_evals"] >= t.early_stop_patience:
-                log.info(
-                    "early stop: %s has not improved for %d evaluations (best %.5g at epoch %d)",
-                    self.best_metric,
-                    loop["bad_evals"],
-                    loop["best"],
-                    loop["best_epoch"],
-                )
-                stopped_early = True
-                break
+            stopped_early = should_stop_early(loop, t.early_stop_patience, self.best_metric)
         return self._finish(loop, last_metrics, stopped_early, time.perf_counter() - start)
 
     def _check_run_folder(self, resuming: bool) -> None:
@@ -477,21 +334,6 @@ class Trainer:
 
             self.ema = ModelEmaV3(self.model, decay=t.ema_decay)
 
-    @staticmethod
-    def _new_loop() -> dict:
-        """The loop state saved in every checkpoint (and restored by a resume)."""
-        return {
-            "epoch": 0,
-            "batch_in_epoch": 0,
-            "global_step": 0,
-            "best": None,
-            "best_epoch": -1,
-            "bad_evals": 0,
-            "top_k": [],
-            "loss_sum": 0.0,
-            "loss_count": 0,
-        }
-
     def _wrap_for_training(self) -> nn.Module:
         """SyncBatchNorm and DDP when distributed; the model itself otherwise."""
         t = self.tcfg
@@ -511,8 +353,7 @@ class Trainer:
             for path in clear_run(self.run_dir):
                 log.info("--overwrite: removed %s of the earlier run", path)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in remove_stale_temp_files(self.ckpt_dir):
-            log.info("removed %s, left by a checkpoint write that was interrupted", stale)
+        self.keeper.remove_interrupted_writes()
         dropped = truncate_history(self.run_dir / "metrics.jsonl", resumed_step)
         if dropped:
             log.info(
@@ -525,17 +366,15 @@ class Trainer:
             self.run_dir, self.best_metric, tensorboard=self.tcfg.tensorboard, purge_step=resumed_step or None
         )
 
-    def _end_epoch(self, loop: dict, train_metrics: dict, val_loader: DataLoader | None) -> None:
-        """Evaluate when due, update best / top-k, log the epoch, then checkpoint.
+    def _end_epoch(self, loop: LoopState, train_metrics: dict, val_loader: DataLoader | None) -> None:
+        """Evaluate when due, let the keeper and the task know, log the epoch, then checkpoint.
 
         The epoch's record is logged before last.pt is written: a kill in between leaves a record
         newer than last.pt, which the resumed run drops (truncate_history) and writes again.
         """
         t = self.tcfg
-        epoch = loop["epoch"]  # already advanced to the next epoch by _train_epoch
+        epoch = loop.epoch  # already advanced to the next epoch by _train_epoch
         metrics: dict = {}
-        extra: list[str] = []
-        stale: list[str] = []
         if val_loader is not None and (epoch % t.eval_every == 0 or epoch == t.epochs):
             metrics = self._run_eval(val_loader, epoch)
             if self.best_metric not in metrics:
@@ -543,32 +382,27 @@ class Trainer:
                     f"train.best_metric={self.best_metric!r} is not among the task's metrics "
                     f"{sorted(metrics)}"
                 )
-            value = metrics[self.best_metric]
-            if self._improved(value, loop["best"]):
-                loop["best"], loop["best_epoch"], loop["bad_evals"] = value, epoch, 0
-                extra.append("best.pt")
-            else:
-                loop["bad_evals"] += 1
-            top_k, stale = self._update_top_k(loop, epoch, value)
-            extra += top_k
+            is_best = self.keeper.record(loop, metrics[self.best_metric])
+            if self.dist.is_main:
+                self.task.after_evaluation(self.run_dir, epoch, metrics, is_best)
         shown = {**train_metrics, **{f"val/{k}": v for k, v in metrics.items()}}
         if self.logger is not None:
             self.logger.write(
-                {"kind": "epoch", "epoch": epoch, "step": loop["global_step"], **shown}, loop["global_step"]
+                {"kind": "epoch", "epoch": epoch, "step": loop.global_step, **shown}, loop.global_step
             )
             if t.plots:
                 self.logger.plot()
             log.info("epoch %d/%d %s", epoch, t.epochs, _fmt(shown))
-        self._save(loop, {**train_metrics, **metrics}, extra, stale)
+        self._save(loop, {**train_metrics, **metrics})
 
-    def _finish(self, loop: dict, last_metrics: dict, stopped_early: bool, seconds: float) -> dict:
+    def _finish(self, loop: LoopState, last_metrics: dict, stopped_early: bool, seconds: float) -> dict:
         """Write summary.json (rank 0) and return the run summary."""
         summary = {
-            "epochs_completed": loop["epoch"],
-            "global_step": loop["global_step"],
+            "epochs_completed": loop.epoch,
+            "global_step": loop.global_step,
             "best_metric": self.best_metric,
-            "best_value": loop["best"],
-            "best_epoch": loop["best_epoch"],
+            "best_value": loop.best,
+            "best_epoch": loop.best_epoch,
             "stopped_early": stopped_early,
             "train_time_s": round(seconds, 3),
             "world_size": self.dist.world_size,
@@ -584,116 +418,117 @@ class Trainer:
         barrier(self.dist)
         return summary
 
+    # ----------------------------------------------------------------------------------------- epoch
+
     def _train_epoch(
-        self, loop: dict, loader: DataLoader, sampler: Any, seeded: EpochSeededDataset, batches_per_epoch: int
+        self, loop: LoopState, loader: DataLoader, sampler: Any, seeded: Any, batches: int
     ) -> dict:
-        """Run the rest of epoch `loop["epoch"]`; advances `loop` and returns the epoch's train metrics."""
+        """Run the rest of epoch `loop.epoch` (`batches` long); advances `loop`, returns train metrics."""
         t = self.tcfg
-        epoch = loop["epoch"]
-        first = loop["batch_in_epoch"]
-        sampler.set_epoch(epoch)
-        seeded.set_epoch(epoch)
-        self._set_start(sampler, first, t.batch_size)
+        first = loop.batch_in_epoch
+        sampler.set_epoch(loop.epoch)
+        seeded.set_epoch(loop.epoch)
+        set_start(sampler, first, t.batch_size)
         if first == 0:
-            loop["loss_sum"], loop["loss_count"] = 0.0, 0
-        model = self.train_model
-        model.train()
+            loop.loss_sum, loop.loss_count = 0.0, 0
+        self.train_model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step_update(loop["global_step"])
-        seen_start = time.perf_counter()
-        batches = progress(
-            loader,
-            total=batches_per_epoch - first,
-            desc=f"epoch {epoch + 1}/{t.epochs}",
-            enabled=self.show_bars,
-        )
+        self.scheduler.step_update(loop.global_step)
+        self._epoch_start = time.perf_counter()
+        bar = progress(loader, batches - first, f"epoch {loop.epoch + 1}/{t.epochs}", self.show_bars)
         extras: dict[str, float] = {}
-        index = first
-        for index, batch in enumerate(batches, start=first):
-            if index >= batches_per_epoch:
+        for index, batch in enumerate(bar, start=first):
+            if index >= batches:
                 break
-            is_update = (index + 1) % t.accum_steps == 0 or index + 1 == batches_per_epoch
-            sync = contextlib.nullcontext()
-            if self.dist.enabled and not is_update:
-                sync = model.no_sync()  # accumulate locally; all-reduce once per optimizer step
-            with sync:
-                with autocast(self.device, self.amp_dtype):
-                    out = self.task.training_step(model, batch, self.device)
-                loss = out["loss"]
-                loss_value = self._global_mean(loss.detach().float())
-                if not math.isfinite(loss_value):
-                    raise NonFiniteLossError(
-                        f"loss is {loss_value} at epoch {epoch + 1}, batch {index + 1}, optimizer step "
-                        f"{loop['global_step'] + 1}; stopped without saving. The last good checkpoint "
-                        f"({self.ckpt_dir / 'last.pt'}) can be resumed with a lower train.lr or "
-                        "train.grad_clip > 0."
-                    )
-                self.scaler.scale(loss / t.accum_steps).backward()
-            loop["loss_sum"] += loss_value
-            loop["loss_count"] += 1
-            for key, value in out.items():
-                if key != "loss" and torch.is_tensor(value) and value.numel() == 1:
-                    extras[key] = float(value.detach())
+            is_update = (index + 1) % t.accum_steps == 0 or index + 1 == batches
+            loss_value = self._forward_backward(batch, loop, index, is_update, extras)
             if not is_update:
                 continue
-            if t.grad_clip > 0:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.optimizer.zero_grad(set_to_none=True)
-            loop["global_step"] += 1
-            lr = self.optimizer.param_groups[0]["lr"]
-            self.scheduler.step_update(loop["global_step"])
-            if self.ema is not None:
-                self.ema.update(self.model, step=loop["global_step"])
-            step_in_epoch = math.ceil((index + 1) / t.accum_steps)
-            if self.logger is not None and (
-                loop["global_step"] % t.log_every == 0 or index + 1 == batches_per_epoch
-            ):
-                self.logger.write(
-                    {
-                        "kind": "step",
-                        "epoch": epoch + 1,
-                        "step": loop["global_step"],
-                        "loss": loss_value,
-                        "lr": lr,
-                        **extras,
-                    },
-                    loop["global_step"],
-                )
-                if not self.show_bars:
-                    rate = (index + 1 - first) * t.batch_size / max(time.perf_counter() - seen_start, 1e-9)
-                    log.info(
-                        "epoch %d/%d step %d/%d loss %.4f lr %.3g %.1f samples/s",
-                        epoch + 1,
-                        t.epochs,
-                        step_in_epoch,
-                        math.ceil(batches_per_epoch / t.accum_steps),
-                        loss_value,
-                        lr,
-                        rate,
-                    )
-            if self.show_bars and hasattr(batches, "set_postfix"):
-                batches.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.3g}")
+            lr = self._optimizer_step(loop)
+            self._log_step(loop, index, first, batches, loss_value, lr, extras, bar)
             if (
                 t.checkpoint_every_steps
-                and loop["global_step"] % t.checkpoint_every_steps == 0
-                and index + 1 < batches_per_epoch
+                and loop.global_step % t.checkpoint_every_steps == 0
+                and index + 1 < batches
             ):
-                loop["batch_in_epoch"] = index + 1
-                self._save(loop, {}, [])
-        if hasattr(batches, "close"):
-            batches.close()
-        loop["epoch"] = epoch + 1
-        loop["batch_in_epoch"] = 0
-        mean_loss = loop["loss_sum"] / max(loop["loss_count"], 1)
+                loop.batch_in_epoch = index + 1
+                self._save(loop, {})
+        if hasattr(bar, "close"):
+            bar.close()
+        loop.epoch += 1
+        loop.batch_in_epoch = 0
         return {
-            "train/loss": mean_loss,
+            "train/loss": loop.loss_sum / max(loop.loss_count, 1),
             "lr": self.optimizer.param_groups[0]["lr"],
             **{f"train/{k}": v for k, v in extras.items()},
-            "epoch_time_s": round(time.perf_counter() - seen_start, 3),
+            "epoch_time_s": round(time.perf_counter() - self._epoch_start, 3),
         }
+
+    def _forward_backward(
+        self, batch: Any, loop: LoopState, index: int, is_update: bool, extras: dict
+    ) -> float:
+        """The task's loss on one batch, backward (accumulating when not `is_update`); returns the loss."""
+        sync = contextlib.nullcontext()
+        if self.dist.enabled and not is_update:
+            sync = self.train_model.no_sync()  # accumulate locally; all-reduce once per optimizer step
+        with sync:
+            with autocast(self.device, self.amp_dtype):
+                out = self.task.training_step(self.train_model, batch, self.device)
+            loss = out["loss"]
+            loss_value = self._global_mean(loss.detach().float())
+            if not math.isfinite(loss_value):
+                raise NonFiniteLossError(
+                    f"loss is {loss_value} at epoch {loop.epoch + 1}, batch {index + 1}, optimizer step "
+                    f"{loop.global_step + 1}; stopped without saving. The last good checkpoint "
+                    f"({self.ckpt_dir / 'last.pt'}) can be resumed with a lower train.lr or "
+                    "train.grad_clip > 0."
+                )
+            self.scaler.scale(loss / self.tcfg.accum_steps).backward()
+        loop.loss_sum += loss_value
+        loop.loss_count += 1
+        for key, value in out.items():
+            if key != "loss" and torch.is_tensor(value) and value.numel() == 1:
+                extras[key] = float(value.detach())
+        return loss_value
+
+    def _optimizer_step(self, loop: LoopState) -> float:
+        """Clip, step, advance the schedule and the EMA; returns the lr the step used."""
+        if self.tcfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tcfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        loop.global_step += 1
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step_update(loop.global_step)
+        if self.ema is not None:
+            self.ema.update(self.model, step=loop.global_step)
+        return lr
+
+    def _log_step(
+        self, loop: LoopState, index: int, first: int, batches: int, loss: float, lr: float, extras: dict, bar
+    ) -> None:
+        """metrics.jsonl every train.log_every steps (and at the epoch's end); a log line or the bar."""
+        t = self.tcfg
+        if self.show_bars and hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}")
+        if self.logger is None or (loop.global_step % t.log_every and index + 1 != batches):
+            return
+        record = {"kind": "step", "epoch": loop.epoch + 1, "step": loop.global_step, "loss": loss, "lr": lr}
+        self.logger.write({**record, **extras}, loop.global_step)
+        if not self.show_bars:
+            rate = (index + 1 - first) * t.batch_size / max(time.perf_counter() - self._epoch_start, 1e-9)
+            log.info(
+                "epoch %d/%d step %d/%d loss %.4f lr %.3g %.1f samples/s",
+                loop.epoch + 1,
+                t.epochs,
+                math.ceil((index + 1) / t.accum_steps),
+                math.ceil(batches / t.accum_steps),
+                loss,
+                lr,
+                rate,
+            )
 
     def _global_mean(self, value: torch.Tensor) -> float:
         """Mean of a scalar over ranks (so every rank sees the same NaN and stops together)."""

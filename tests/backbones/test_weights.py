@@ -9,7 +9,7 @@ import torchvision
 
 import backbones
 from backbones import create_backbone, load_pretrained
-from backbones.weights import WeightsUnavailableError
+from backbones.weights import WeightsMismatchError, WeightsUnavailableError
 
 
 def randomize_bn_statistics(model):
@@ -70,10 +70,40 @@ def test_missing_unexpected_and_reshaped_keys_are_reported(tmp_path):
     del state["layer4.1.conv2.weight"]
     state["extra.weight"] = torch.zeros(1)
     state["layer1.0.conv1.weight"] = torch.zeros(64, 64, 1, 1)
-    report = load_pretrained(create_backbone("resnet18"), save(state, tmp_path))
+    path = save(state, tmp_path)
+    with pytest.raises(
+        WeightsMismatchError, match=r"1 backbone tensors not in the checkpoint \(layer4.1.conv2"
+    ):
+        load_pretrained(create_backbone("resnet18"), path)  # a partial load needs an explicit opt-in
+    report = load_pretrained(create_backbone("resnet18"), path, partial=True)
     assert report.missing == ["layer1.0.conv1.weight", "layer4.1.conv2.weight"]
     assert report.unexpected == ["extra.weight"]
     assert report.reshaped == ["layer1.0.conv1.weight"]
+
+
+def test_a_deeper_resnet_is_refused_unless_partial(tmp_path):
+    path = save(torchvision.models.resnet34().state_dict(), tmp_path)
+    with pytest.raises(WeightsMismatchError, match=r"checkpoint tensors this backbone has no place for"):
+        create_backbone("resnet18", weights=str(path))
+    model = create_backbone("resnet18", weights=str(path), partial_load=True)
+    assert model.load_report.counts()["unexpected"] > 0
+
+
+@pytest.mark.parametrize("prefix", ["backbone.", "backbone.body.", "encoder.", "module.backbone."])
+def test_the_backbone_of_a_whole_model_checkpoint_is_taken(tmp_path, prefix):
+    """Classifier, Faster R-CNN, U-Net or DDP checkpoints: the backbone tensors, found by their names."""
+    reference = torchvision.models.resnet18()
+    whole = {prefix + k: v for k, v in reference.state_dict().items() if not k.startswith("fc.")}
+    whole.update({"head.fc.weight": torch.zeros(7, 512), "fpn.inner.0.weight": torch.zeros(3)})
+    model = create_backbone("resnet18", weights=str(save({"model": whole}, tmp_path)))
+    assert model.load_report.counts() == {
+        "loaded": 120,
+        "missing": 0,
+        "unexpected": 0,
+        "reshaped": 0,
+        "dropped_head": 0,
+    }
+    torch.testing.assert_close(model.layer4[1].conv2.weight, reference.layer4[1].conv2.weight)
 
 
 def test_checkpoint_of_another_architecture_is_refused(tmp_path):

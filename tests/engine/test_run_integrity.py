@@ -8,8 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.engine import CheckpointError, ConfigError, Trainer, load_checkpoint, runtime, save_checkpoint
-from tasks.engine import trainer as trainer_module
+from tasks.engine import (
+    CheckpointError,
+    ConfigError,
+    Trainer,
+    checkpointing,
+    load_checkpoint,
+    runtime,
+    save_checkpoint,
+)
 from tasks.engine.cli import run_training_tool
 from tasks.engine.optim import build_scheduler
 from tasks.engine.run_folder import RunFolderError
@@ -159,17 +166,17 @@ def test_a_kill_between_end_of_epoch_writes_leaves_a_consistent_run(
     toy_task_cls, toy_config, monkeypatch, kill_before
 ):
     cfg = toy_config(epochs=1)
-    real_save = trainer_module.save_checkpoint
+    real_save = checkpointing.save_checkpoint
 
     def dying_save(obj, path):
         if Path(path).name == kill_before:
             raise Killed  # the process dies before this file is written
         real_save(obj, path)
 
-    monkeypatch.setattr(trainer_module, "save_checkpoint", dying_save)
+    monkeypatch.setattr(checkpointing, "save_checkpoint", dying_save)
     with pytest.raises(Killed):
         Trainer(cfg, toy_task_cls(cfg)).fit()
-    monkeypatch.setattr(trainer_module, "save_checkpoint", real_save)
+    monkeypatch.setattr(checkpointing, "save_checkpoint", real_save)
     summary = Trainer(cfg, toy_task_cls(cfg), resume="auto").fit()
     best = Path(cfg.output_dir) / "checkpoints" / "best.pt"
     assert best.is_file() and load_checkpoint(best)["epoch"] == summary["best_epoch"] == 1
