@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
+
+from tasks.files import has_junk_part, visible_children
 
 from .images import IMG_EXTENSIONS, CorruptImageError, load_image
 
@@ -56,13 +59,37 @@ class ImageListDataset(Dataset):
 
 
 def folder_classes(root: Path) -> list[str]:
-    """Sorted names of the class sub-folders of an ImageFolder root."""
+    """Sorted names of the class sub-folders of an ImageFolder root (junk such as `__MACOSX/` skipped)."""
     if not root.is_dir():
         raise DataError(f"image folder not found: {root}")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    classes = [p.name for p in visible_children(root) if p.is_dir()]
     if not classes:
         raise DataError(f"{root} has no class sub-folders (expected ROOT/<class>/<image>)")
     return classes
+
+
+def require_two_folder_classes(root: Path, classes: Sequence[str], key: str = "data.root") -> None:
+    """Refuse a tree with a single class folder: it trains a "perfect" one-class model (loss 0, top-1 1.0).
+
+    The usual cause is an archive unpacked as ROOT/<dataset>/<class>/..., with `key` pointing at ROOT.
+    """
+    if len(classes) >= 2:
+        return
+    inner = root / classes[0]
+    message = (
+        f"found 1 class folder {classes[0]!r} under {root}: a classifier needs at least 2 classes. "
+        f"Did you point {key} one level too high?"
+    )
+    if any(p.is_dir() for p in visible_children(inner)):
+        message += f" {inner} holds folders itself: try {key}={inner}"
+    raise DataError(message)
+
+
+def _class_files(folder: Path) -> list[Path]:
+    """Every file under a class folder, skipping junk (`._*` AppleDouble files, `.DS_Store`, ...)."""
+    if not folder.is_dir():
+        return []
+    return [p for p in folder.rglob("*") if p.is_file() and not has_junk_part(p, folder)]
 
 
 def scan_image_folder(
@@ -90,9 +117,9 @@ def scan_image_folder(
     ignored: list[Path] = []
     for label, name in enumerate(classes):
         folder = root / name
-        found = [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
+        found = _class_files(folder)
         files = sorted(p for p in found if p.suffix.lower() in IMG_EXTENSIONS)
-        ignored += [p for p in found if p.suffix.lower() not in IMG_EXTENSIONS and not p.name.startswith(".")]
+        ignored += [p for p in found if p.suffix.lower() not in IMG_EXTENSIONS]
         if not files:
             raise DataError(
                 f"class folder {folder} has no images (extensions {', '.join(IMG_EXTENSIONS)}); "
@@ -125,7 +152,9 @@ def read_csv_list(csv_path: str | Path, base: str | Path = "") -> list[tuple[Pat
     if not csv_path.is_file():
         raise DataError(f"CSV file not found: {csv_path}")
     base_dir = Path(base) if base else csv_path.parent
-    with csv_path.open(newline="") as handle:
+    # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark that would otherwise end up in the
+    # first header name ("\ufeffpath"); files without one read the same.
+    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         if not reader.fieldnames:
             raise DataError(f"{csv_path}: empty file (expected a header row such as 'path,label')")
@@ -207,3 +236,18 @@ def check_images(samples: list[Sample], skip_corrupt: bool, what: str) -> list[S
     if not good:
         raise DataError(f"no readable images left in {what}")
     return good
+
+
+def require_every_class(samples: Sequence[Sample], classes: Sequence[str], what: str, hint: str = "") -> None:
+    """Refuse classes without a single sample: an empty class sits in the head and the macro averages.
+
+    Raises:
+        DataError: naming the empty classes (and `hint`, e.g. how they became empty).
+    """
+    counts = Counter(s.label for s in samples)
+    empty = [name for label, name in enumerate(classes) if counts[label] == 0]
+    if empty:
+        raise DataError(
+            f"class(es) {empty} have no images in {what}{hint}: a class without training images cannot "
+            "be learnt. Add readable images, or drop the class (its folder, or its name in data.classes)"
+        )

@@ -23,16 +23,17 @@ from .datasets import (
     csv_samples,
     folder_classes,
     read_csv_list,
+    require_every_class,
+    require_two_folder_classes,
     scan_image_folder,
     stratified_split,
 )
 from .metrics import confusion_matrix, plot_confusion_matrix, precision_recall, topk_accuracy
 from .model import build_classifier
 from .transforms import build_eval_transform, build_train_transform
+from .validation import validate_config
 
 log = logging.getLogger("tasks.classification")
-
-FORMATS = ("imagefolder", "csv")
 
 
 class ClassificationTask(Task):
@@ -44,14 +45,9 @@ class ClassificationTask(Task):
 
     def __init__(self, cfg: ClsConfig) -> None:
         super().__init__(cfg)
-        data = cfg.data
-        if data.format not in FORMATS:
-            raise DataError(f"data.format={data.format!r}: expected one of {list(FORMATS)}")
+        validate_config(cfg)  # every bad value fails here, before data, model or run folder exist
         self._classes: list[str] | None = None
         self._mixup = None
-        if data.mixup_alpha > 0 or data.cutmix_alpha > 0:
-            if cfg.train.batch_size % 2:
-                raise DataError(f"mixup/cutmix need an even train.batch_size, got {cfg.train.batch_size}")
 
     # ----------------------------------------------------------------------------------------- data
 
@@ -75,20 +71,37 @@ class ClassificationTask(Task):
 
     @property
     def classes(self) -> list[str]:
-        """Class names (label order): data.classes, else sorted folder names / CSV labels of train."""
+        """Class names in label order: a checkpoint's (`adopt_checkpoint_meta`), else the configured ones."""
         if self._classes is None:
-            data = self.cfg.data
-            if data.classes:
-                self._classes = list(data.classes)
-            elif data.format == "imagefolder":
-                self._classes = folder_classes(self._folders()[0])
-            else:
-                if not data.train_csv:
-                    raise DataError("data.format=csv needs data.train_csv")
-                self._classes = sorted({label for _, label, _ in read_csv_list(data.train_csv, data.root)})
-            if len(set(self._classes)) != len(self._classes):
-                raise DataError(f"data.classes has duplicates: {self._classes}")
+            self._classes = self._configured_classes()
         return self._classes
+
+    def _configured_classes(self) -> list[str]:
+        """data.classes, else the sorted class folder names / CSV labels of the training data."""
+        data = self.cfg.data
+        if data.classes:
+            return list(data.classes)
+        if data.format == "imagefolder":
+            train_dir = self._folders()[0]
+            found = folder_classes(train_dir)
+            require_two_folder_classes(train_dir, found, "data.train_dir" if data.train_dir else "data.root")
+            return found
+        labels = sorted({label for _, label, _ in read_csv_list(data.train_csv, data.root)})
+        if len(labels) < 2:
+            raise DataError(
+                f"{data.train_csv}: every row has the label {labels[0]!r}, and a classifier needs at least "
+                "2 classes (is the label column right?)"
+            )
+        return labels
+
+    def _classes_origin(self) -> str:
+        """Where `_configured_classes` comes from, for messages."""
+        data = self.cfg.data
+        if data.classes:
+            return "data.classes"
+        if data.format == "imagefolder":
+            return f"the class folders of {self._folders()[0]}"
+        return f"the labels of {data.train_csv}"
 
     @property
     def num_classes(self) -> int:
@@ -98,6 +111,74 @@ class ClassificationTask(Task):
                 f"model.num_classes={configured} but the data has {len(self.classes)} classes {self.classes}"
             )
         return configured or len(self.classes)
+
+    # ------------------------------------------------------------------------------ checkpoint meta
+
+    def checkpoint_meta(self) -> dict:
+        """The class names in label order: what each output of the head means."""
+        return {"classes": list(self.classes)}
+
+    def adopt_checkpoint_meta(self, meta: dict, source: str, purpose: str) -> None:
+        """Take the checkpoint's label order for resume/eval (same classes required); log for weights.
+
+        Folder names sort differently on another machine or after a rename, and data.classes may list
+        the classes in another order: the head's outputs mean the checkpoint's classes, so its order wins.
+
+        Raises:
+            DataError: (resume, eval) the data's classes are not the checkpoint's, naming both lists.
+        """
+        saved = [str(name) for name in meta.get("classes") or []]
+        if not saved:
+            return  # a checkpoint from before class lists were stored: nothing to compare with
+        current = self.classes
+        if purpose == "weights":
+            self._log_initial_head(saved, current, source)
+            return
+        if set(saved) != set(current):
+            raise DataError(self._class_mismatch(saved, current, source, purpose))
+        if saved != current:
+            log.warning(
+                "%s: label order %s from the checkpoint (%s lists the same classes as %s)",
+                source,
+                saved,
+                self._classes_origin(),
+                current,
+            )
+        self._classes = saved
+
+    def _class_mismatch(self, saved: list[str], current: list[str], source: str, purpose: str) -> str:
+        missing = [c for c in saved if c not in current]
+        extra = [c for c in current if c not in saved]
+        if purpose == "resume":
+            fix = (
+                "Resume on the data the run was trained on, or start a new run from these weights with "
+                "--weights (the head is then re-learnt)"
+            )
+        else:
+            fix = "Evaluate it on data with exactly these classes"
+        return (
+            f"{source} was trained on the classes {saved} (label order) but {self._classes_origin()} gives "
+            f"{current} (missing {missing}, not in the checkpoint {extra}): its outputs would be read as "
+            f"the wrong classes. {fix}"
+        )
+
+    def _log_initial_head(self, saved: list[str], current: list[str], source: str) -> None:
+        """--weights only initialises: say when the loaded head rows stand for other classes."""
+        if saved == current:
+            return
+        if set(saved) == set(current):
+            log.warning(
+                "%s: its head was trained with the label order %s, this run uses %s: the loaded head rows "
+                "start on other classes (set data.classes=%s to keep the checkpoint's order)",
+                source,
+                saved,
+                current,
+                saved,
+            )
+        else:
+            log.info("%s was trained on the classes %s; this run fine-tunes on %s", source, saved, current)
+
+    # --------------------------------------------------------------------------------- data sets
 
     def _samples(self) -> tuple[list[Sample], list[Sample] | None]:
         data = self.cfg.data
@@ -110,18 +191,31 @@ class ClassificationTask(Task):
             val = csv_samples(data.val_csv, self.classes, data.root) if data.val_csv else None
         return train, val
 
+    def _split(self) -> tuple[list[Sample], list[Sample] | None, str]:
+        """(train, val, how val was made) from listing files only: no image is opened here.
+
+        The seeded split depends on the listing alone, so evaluation reproduces training's split without
+        reading a training image.
+        """
+        data = self.cfg.data
+        train, val = self._samples()
+        if val is not None:
+            return train, val, "given"
+        if data.val_ratio > 0:
+            train, val = stratified_split(train, data.val_ratio, data.split_seed)
+            return train, val, f"stratified {data.val_ratio:.0%} split, seed {data.split_seed}"
+        return train, None, "no validation"
+
     def build_datasets(self) -> tuple[ImageListDataset, ImageListDataset | None]:
         """Scan, split (seeded, stratified) and check the images; errors name the offending file."""
         data = self.cfg.data
-        train, val = self._samples()
-        split = "given"
-        if val is None and data.val_ratio > 0:
-            train, val = stratified_split(train, data.val_ratio, data.split_seed)
-            split = f"stratified {data.val_ratio:.0%} split, seed {data.split_seed}"
+        train, val, split = self._split()
         if data.check_images:
             train = check_images(train, data.skip_corrupt, "the training set")
             if val:
                 val = check_images(val, data.skip_corrupt, "the validation set")
+        skipped = " after skipping corrupt images (data.skip_corrupt=true)" if data.skip_corrupt else ""
+        require_every_class(train, self.classes, "the training set", skipped)
         log.info(
             "classes %s | %d train / %d val images (%s)",
             self.classes,
@@ -132,6 +226,17 @@ class ClassificationTask(Task):
         train_set = ImageListDataset(train, self.classes, build_train_transform(data))
         val_set = ImageListDataset(val, self.classes, build_eval_transform(data)) if val else None
         return train_set, val_set
+
+    def build_eval_dataset(self) -> ImageListDataset | None:
+        """The validation set alone (--eval-only): training images are listed but never decoded."""
+        data = self.cfg.data
+        _, val, split = self._split()
+        if not val:
+            return None
+        if data.check_images:
+            val = check_images(val, data.skip_corrupt, "the validation set")
+        log.info("classes %s | %d val images (%s)", self.classes, len(val), split)
+        return ImageListDataset(val, self.classes, build_eval_transform(data))
 
     # ---------------------------------------------------------------------------------------- model
 

@@ -98,19 +98,27 @@ class Trainer:
         self.keeper = CheckpointKeeper(self.ckpt_dir, self.best_mode, self.tcfg.keep_top_k, self.dist.is_main)
         self.show_bars = use_progress_bars() and self.dist.is_main
 
-        # Same seed on every rank so that all ranks build identical weights (DDP also broadcasts them).
-        seed_everything(self.tcfg.seed, self.tcfg.deterministic)
-        self.model = task.build_model()
-        if weights:
-            checkpoint = load_checkpoint(weights)
-            load_weights_into(self.model, weights, partial=partial_load, checkpoint=checkpoint)
-            task.adopt_checkpoint_meta(checkpoint.get("task_meta") or {}, str(weights), "weights")
-        self.model.to(self.device)
-        if self.tcfg.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+        # The task learns what a checkpoint's outputs mean (class order, ...) before it builds the model.
+        weights_ckpt = load_checkpoint(weights) if weights else None
+        if weights_ckpt is not None:
+            task.adopt_checkpoint_meta(weights_ckpt.get("task_meta") or {}, str(weights), "weights")
+        self.resume_path = self.keeper.resume_path(resume)
+        self.resume_ckpt = self._load_resume_checkpoint(self.resume_path) if self.resume_path else None
+        self.model = self._build_model()
+        if weights_ckpt is not None:
+            load_weights_into(self.model, weights, partial=partial_load, checkpoint=weights_ckpt)
         self.ema = None
         self.logger: RunLogger | None = None
         self._pending_rng: dict | None = None
+
+    def _build_model(self) -> nn.Module:
+        """The task's model on this run's device and memory format, seeded alike on every rank."""
+        # Same seed on every rank so that all ranks build identical weights (DDP also broadcasts them).
+        seed_everything(self.tcfg.seed, self.tcfg.deterministic)
+        model = self.task.build_model().to(self.device)
+        if self.tcfg.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return model
 
     # ----------------------------------------------------------------------------------- checkpoints
 
@@ -142,13 +150,13 @@ class Trainer:
         barrier(self.dist)
 
     def _load_resume_checkpoint(self, path: Path) -> dict:
-        """Read and check the checkpoint to resume from, and align the task with it (before any data)."""
+        """Read and check the checkpoint to resume from; the task adopts its meta before model and data."""
         ckpt = load_checkpoint(path)
-        check_signature(ckpt, _jsonable(self.task.model_signature()), path, "resume")
         missing = [k for k in ("model", "optimizer", "loop") if k not in ckpt]
         if missing:
             raise CheckpointError(f"{path} cannot be resumed: it lacks {missing} (use --weights instead)")
         self.task.adopt_checkpoint_meta(ckpt.get("task_meta") or {}, str(path), "resume")
+        check_signature(ckpt, _jsonable(self.task.model_signature()), path, "resume")
         return ckpt
 
     def _restore(self, ckpt: dict, path: Path) -> LoopState:
@@ -243,9 +251,10 @@ class Trainer:
         """
         source = self._eval_source()
         ckpt = load_checkpoint(source)
-        check_signature(ckpt, _jsonable(self.task.model_signature()), source, "eval")
-        load_weights_into(self.model, source, strict=True, use_ema=self.tcfg.ema, checkpoint=ckpt)
         self.task.adopt_checkpoint_meta(ckpt.get("task_meta") or {}, source, "eval")
+        check_signature(ckpt, _jsonable(self.task.model_signature()), source, "eval")
+        self.model = self._build_model()  # built again: the adopted meta may size the head
+        load_weights_into(self.model, source, strict=True, use_ema=self.tcfg.ema, checkpoint=ckpt)
         val_set = self.task.build_eval_dataset()
         if val_set is None:
             raise ConfigError("--eval-only: the task has no validation data configured")
@@ -264,9 +273,8 @@ class Trainer:
     def fit(self) -> dict:
         """Train for `train.epochs`, evaluating, checkpointing and logging; return the run summary."""
         t = self.tcfg
-        resume_path = self.keeper.resume_path(self.resume)
+        resume_path, resume_ckpt = self.resume_path, self.resume_ckpt
         self._check_run_folder(resuming=bool(self.resume))
-        resume_ckpt = self._load_resume_checkpoint(resume_path) if resume_path is not None else None
         train_set, val_set = self.task.build_datasets()
         train_loader, sampler, seeded = build_train_loader(train_set, self.task, t, self.dist, self.device)
         val_loader = build_val_loader(val_set, self.task, t, self.device)

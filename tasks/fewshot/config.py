@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 
 from tasks.engine.config import RunConfig
 
+# model.method -> the head base training uses (ProtoNet trains on episodes, without a head).
+TRAIN_METHODS = {"baseline": "linear", "baseline++": "cosine", "protonet": "none"}
+
 
 @dataclass
 class FewShotModelConfig:

@@ -17,6 +17,8 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from tasks.files import is_junk
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 # 8-bit modes that PIL converts to "L"/"RGB" without losing information. 16/32-bit integer and float modes
@@ -114,8 +116,9 @@ def scan_class_folders(root: str | os.PathLike, min_images: int = 1) -> ClassFol
     class_dirs: list[tuple[str, list[str]]] = []
     empty_leaves: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        images = sorted(f for f in filenames if is_image_file(f) and not f.startswith("."))
+        # Junk (`__MACOSX/`, `._*` AppleDouble files, hidden folders) is never a class or an image.
+        dirnames[:] = sorted(d for d in dirnames if not is_junk(d))
+        images = sorted(f for f in filenames if is_image_file(f) and not is_junk(f))
         rel = Path(dirpath).relative_to(root).as_posix()
         if images and dirnames:
             raise FewShotDataError(

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from tasks.files import visible_children
+
 from .data import FewShotDataError, check_image_headers, is_image_file, scan_class_folders
 
 
@@ -43,7 +45,7 @@ def load_fixed_task(support_dir: str | os.PathLike, query_dir: str | os.PathLike
     support_dir, query_dir = Path(support_dir), Path(query_dir)
     if not support_dir.is_dir():
         raise FewShotDataError(f"support folder {support_dir} does not exist")
-    if not any(p.is_dir() and not p.name.startswith(".") for p in support_dir.iterdir()):
+    if not any(p.is_dir() for p in visible_children(support_dir)):
         raise FewShotDataError(
             f"support folder {support_dir} is empty: expected one sub-folder of images per class"
         )
@@ -60,7 +62,7 @@ def load_fixed_task(support_dir: str | os.PathLike, query_dir: str | os.PathLike
 
     if not query_dir.is_dir():
         raise FewShotDataError(f"query folder {query_dir} does not exist")
-    entries = sorted(p for p in query_dir.iterdir() if not p.name.startswith("."))
+    entries = visible_children(query_dir)  # `__MACOSX/`, `._*` and `.DS_Store` are never queries
     if any(p.is_dir() for p in entries):
         query = scan_class_folders(query_dir)
         unknown = [c for c in query.class_names if c not in names]

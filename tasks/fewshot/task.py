@@ -3,8 +3,8 @@ Baseline++) or episodic training (ProtoNet); validation = nearest-prototype epis
 
 from __future__ import annotations
 
-import functools
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +15,7 @@ from torch import nn
 
 from tasks.engine.task import Task
 
-from .config import FewShotConfig
+from .config import TRAIN_METHODS, FewShotConfig
 from .data import (
     ClassFolderIndex,
     FewShotDataError,
@@ -31,9 +31,13 @@ from .evaluation import evaluate_episodes
 from .heads import prototype_logits
 from .methods import ProtoNet
 from .model import FewShotNet, build_fewshot_net
-from .splits import load_split, save_split, split_classes
+from .splits import SPLIT_NAMES, load_split, save_split, split_classes
+from .validation import validate_config
 
-TRAIN_METHODS = {"baseline": "linear", "baseline++": "cosine", "protonet": "none"}
+log = logging.getLogger("tasks.fewshot")
+
+# Fewer classes make base training or episodes trivial: one class is always predicted right (loss 0).
+MIN_CLASSES = 2
 
 
 @dataclass
@@ -49,18 +53,78 @@ class SplitData:
         return self.index.subset(self.split[name])
 
 
-def load_split_data(data_cfg) -> SplitData:
-    """Scan `data_cfg.root`, check every image header, and split its classes (file or seeded fractions)."""
-    if not data_cfg.root:
-        raise FewShotDataError("data.root is empty: set it to a class-folder dataset (data.root=DIR)")
-    index = scan_class_folders(data_cfg.root)
-    check_image_headers([path for path, _ in index.samples()])
+def configured_split(data_cfg, index: ClassFolderIndex) -> dict[str, list[str]]:
+    """The split the config asks for: `data.split_file`, else seeded `data.split_fractions`."""
     if data_cfg.split_file:
         split = load_split(data_cfg.split_file)
         index.subset([c for part in split.values() for c in part])  # unknown classes -> clear error
-    else:
-        split = split_classes(index, data_cfg.split_fractions, data_cfg.split_seed, data_cfg.split_by)
-    return SplitData(index, split)
+        return split
+    return split_classes(index, data_cfg.split_fractions, data_cfg.split_seed, data_cfg.split_by)
+
+
+def load_split_data(data_cfg, check_headers: bool = True) -> SplitData:
+    """Scan `data_cfg.root` and split its classes (file or seeded fractions).
+
+    Args:
+        check_headers: open every image header first (unreadable files fail here); False only lists files.
+    """
+    if not data_cfg.root:
+        raise FewShotDataError("data.root is empty: set it to a class-folder dataset (data.root=DIR)")
+    index = scan_class_folders(data_cfg.root)
+    if check_headers:
+        check_image_headers([path for path, _ in index.samples()])
+    return SplitData(index, configured_split(data_cfg, index))
+
+
+def describe_split(data_cfg) -> str:
+    """The settings that made a split, for messages."""
+    if data_cfg.split_file:
+        return f"data.split_file={data_cfg.split_file}"
+    fractions = ", ".join(f"{f:g}" for f in data_cfg.split_fractions)
+    return (
+        f"data.split_fractions=[{fractions}], data.split_seed={data_cfg.split_seed}, "
+        f"data.split_by={data_cfg.split_by}"
+    )
+
+
+def _part_problem(name: str, size: int, data_cfg, uses_val: bool) -> str | None:
+    """Why part `name` of `size` classes cannot serve this run, or None when it can."""
+    if name == "base" and size < MIN_CLASSES:
+        return "base training needs at least 2 classes (with one, every prediction is right: loss 0)"
+    if name == "val" and uses_val and size < MIN_CLASSES:
+        return (
+            "validation episodes need at least 2 classes; set data.val_episodes=0 to train without validation"
+        )
+    # A split file names its parts explicitly; a fraction > 0 that rounds to no class is a surprise.
+    requested = not data_cfg.split_file and data_cfg.split_fractions[SPLIT_NAMES.index(name)] > 0
+    if size == 0 and requested:
+        return "the split leaves this part empty; give it a larger fraction or use more classes"
+    return None
+
+
+def check_split_sizes(split_data: SplitData, data_cfg, uses_val: bool) -> None:
+    """Refuse a split that leaves a part this run uses with < 2 classes, or a requested part empty.
+
+    A seeded split of a handful of classes rounds parts down to 0 or 1 class without a word (the default
+    0.6/0.2/0.2 of 2 classes is 1 / 0 / 1): base training on one class is "perfect" and validation on
+    none or one class reports nothing real.
+
+    Raises:
+        FewShotDataError: naming the part, its size, the split settings and the dataset's class count.
+    """
+    total = split_data.index.num_classes
+    for name in SPLIT_NAMES:
+        size = len(split_data.split[name])
+        problem = _part_problem(name, size, data_cfg, uses_val)
+        if problem is None:
+            continue
+        hint = ""
+        if total < MIN_CLASSES * len(SPLIT_NAMES):
+            hint = f" Is data.root the right folder? It holds only {total} class(es)."
+        raise FewShotDataError(
+            f"split part {name!r} has {size} class(es) ({describe_split(data_cfg)}; {total} classes under "
+            f"{split_data.index.root}): {problem}.{hint}"
+        )
 
 
 def build_net_from_config(cfg: FewShotConfig, num_classes: int) -> FewShotNet:
@@ -92,10 +156,7 @@ class FewShotTask(Task):
 
     def __init__(self, cfg: FewShotConfig):
         super().__init__(cfg)
-        if cfg.model.method not in TRAIN_METHODS:
-            raise FewShotDataError(
-                f"model.method must be one of {list(TRAIN_METHODS)}, got {cfg.model.method!r}"
-            )
+        validate_config(cfg)  # every bad value fails here, before data, model or run folder exist
         self.episodic = cfg.model.method == "protonet"
         self.train_spec = EpisodeSpec(
             cfg.data.n_way, cfg.data.k_shot, cfg.data.q_query, cfg.train.seed, cfg.data.same_group
@@ -103,16 +164,124 @@ class FewShotTask(Task):
         self.val_spec = EpisodeSpec(
             cfg.data.val_n_way, cfg.data.val_k_shot, cfg.data.val_q_query, cfg.data.val_seed
         )
+        self._split_data: SplitData | None = None
+        self._head_classes: int | None = None  # outputs of the head build_model made, once it has
 
-    @functools.cached_property
+    @property
+    def uses_val(self) -> bool:
+        return self.cfg.data.val_episodes > 0
+
+    @property
     def split_data(self) -> SplitData:
-        return load_split_data(self.cfg.data)
+        """The dataset (files listed, no image opened) and its split, checked for usable part sizes."""
+        if self._split_data is None:
+            split_data = load_split_data(self.cfg.data, check_headers=False)
+            check_split_sizes(split_data, self.cfg.data, self.uses_val)
+            self._split_data = split_data
+        return self._split_data
 
     def build_model(self) -> nn.Module:
-        return build_net_from_config(self.cfg, base_num_classes(self.cfg, self.split_data))
+        self._head_classes = base_num_classes(self.cfg, self.split_data)
+        return build_net_from_config(self.cfg, self._head_classes)
+
+    # ------------------------------------------------------------------------------ checkpoint meta
+
+    def checkpoint_meta(self) -> dict:
+        """The split of the run; base classes in the head's label order (class-major over rotations)."""
+        split = self.split_data.split
+        return {
+            "base_classes": list(self.split_data.part("base").class_names),
+            "val_classes": sorted(split["val"]),
+            "novel_classes": sorted(split["novel"]),
+            "rotations": list(self.cfg.data.rotations),
+        }
+
+    def adopt_checkpoint_meta(self, meta: dict, source: str, purpose: str) -> None:
+        """Resume / eval on the checkpoint's split (its base classes are the head's); log for weights.
+
+        The seeded split changes when the dataset gains or loses a class, so the split the config gives
+        now may not be the one the weights were trained on.
+
+        Raises:
+            FewShotDataError: (resume, eval) a class of the checkpoint's split is not in data.root, the
+                rotations differ, or the network was already built for another number of base classes.
+        """
+        if "base_classes" not in meta:
+            return  # a checkpoint from before splits were stored
+        saved = {
+            "base": list(meta["base_classes"]),
+            "val": list(meta.get("val_classes", [])),
+            "novel": list(meta.get("novel_classes", [])),
+        }
+        current = self.split_data
+        if purpose == "weights":
+            shared = len(set(saved["base"]) & set(current.split["base"]))
+            log.info(
+                "%s was base-trained on %d classes, %d of them among this run's %d base classes",
+                source,
+                len(saved["base"]),
+                shared,
+                len(current.split["base"]),
+            )
+            return
+        self._check_rotations(meta, source)
+        missing = [c for part in saved.values() for c in part if c not in current.index.class_names]
+        if missing:
+            raise FewShotDataError(
+                f"{source} was trained on classes that {current.index.root} lacks ({missing[:5]}"
+                f"{' ...' if len(missing) > 5 else ''}): point data.root at the dataset it was trained on"
+            )
+        if any(sorted(saved[k]) != sorted(current.split[k]) for k in SPLIT_NAMES):
+            log.warning(
+                "%s: using its class split (%s) instead of the one %s gives now",
+                source,
+                " / ".join(f"{len(saved[k])} {k}" for k in SPLIT_NAMES),
+                describe_split(self.cfg.data),
+            )
+        adopted = SplitData(current.index, saved)
+        self._check_head_size(adopted, source)
+        self._split_data = adopted
+
+    def _check_rotations(self, meta: dict, source: str) -> None:
+        saved = list(meta.get("rotations", []))
+        if saved != list(self.cfg.data.rotations):
+            raise FewShotDataError(
+                f"data.rotations={list(self.cfg.data.rotations)} but {source} was trained with {saved}: "
+                "the head's classes are (class, rotation) pairs, so set the same rotations"
+            )
+
+    def _check_head_size(self, adopted: SplitData, source: str) -> None:
+        """The network is built before a checkpoint is read: its head must fit the adopted base classes."""
+        wanted = base_num_classes(self.cfg, adopted)
+        if self.episodic or self._head_classes in (None, wanted):
+            return
+        run_split = Path(self.cfg.output_dir) / "split.json"
+        raise FewShotDataError(
+            f"{source} has a head for {wanted} base classes but {describe_split(self.cfg.data)} gives "
+            f"{self._head_classes} now: set data.split_file={run_split} (the run's split) to use its split"
+        )
+
+    # --------------------------------------------------------------------------------- data sets
+
+    def _val_dataset(self):
+        """The validation classes' dataset (and `self.val_index`), or None when the run validates not."""
+        d = self.cfg.data
+        if not (self.split_data.split["val"] and self.uses_val):
+            return None
+        self.val_index = self.split_data.part("val")
+        validate_spec(self.val_index, self.val_spec)
+        return dataset_from_index(
+            self.val_index, build_transform(d.image_size, d.channels), d.channels, d.cache_images
+        )
 
     def build_datasets(self):
+        """Base-class training set (rotated / episodic as configured) and the val-class set.
+
+        Every image header of the dataset is checked first, novel classes included, so that a bad file
+        fails now and not at the evaluation after training.
+        """
         d = self.cfg.data
+        check_image_headers([path for path, _ in self.split_data.index.samples()])
         base = self.split_data.part("base")
         train = dataset_from_index(
             base, build_transform(d.image_size, d.channels, d.augment), d.channels, d.cache_images
@@ -123,15 +292,16 @@ class FewShotTask(Task):
             self.train_index, self.train_id_map = rotated_index(base, len(d.rotations))
         if self.episodic:
             validate_spec(self.train_index, self.train_spec)
-        val = None
-        if self.split_data.split["val"] and d.val_episodes > 0:
-            self.val_index = self.split_data.part("val")
-            validate_spec(self.val_index, self.val_spec)
-            val = dataset_from_index(
-                self.val_index, build_transform(d.image_size, d.channels), d.channels, d.cache_images
-            )
+        val = self._val_dataset()
         self._write_split()
         return train, val
+
+    def build_eval_dataset(self):
+        """The val-class set alone (--eval-only): only the val images' headers are opened."""
+        val = self._val_dataset()
+        if val is not None:
+            check_image_headers(val.paths)
+        return val
 
     def _write_split(self) -> None:
         if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:

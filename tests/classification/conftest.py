@@ -59,13 +59,15 @@ def tiny_overrides(root: Path, out: Path, *extra: str) -> list[str]:
     ]
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny():
+    """The `tiny_overrides` helper (importlib mode: test modules cannot import conftest)."""
     return tiny_overrides
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_folder():
+    """The `write_image_folder` helper; session-scoped so that module-scoped fixtures can use it."""
     return write_image_folder
 
 

@@ -110,3 +110,89 @@ def test_csv_header_and_missing_root_errors(tmp_path):
         task_for(tmp_path, format="csv", train_csv=str(bad)).build_datasets()
     with pytest.raises(DataError, match="image folder not found"):
         task_for(tmp_path / "nowhere").build_datasets()
+
+
+def test_one_class_folder_points_at_the_layout(tmp_path, make_folder):
+    top = tmp_path / "unzipped"
+    make_folder(top / "hymenoptera" / "train", per_class=2)  # the usual unzip layout, root one level up
+    make_folder(top / "hymenoptera" / "val", per_class=2)
+    with pytest.raises(
+        DataError,
+        match=r"found 1 class folder 'hymenoptera' under .*unzipped: .*one level too high\? .*"
+        r"data.root=.*hymenoptera$",
+    ):
+        task_for(top).build_datasets()
+    train, val = task_for(top / "hymenoptera").build_datasets()
+    assert train.classes == ["ants", "bees"] and (len(train), len(val)) == (4, 4)
+
+
+def test_csv_with_a_single_label_is_an_error(image_folder, tmp_path):
+    train_csv = write_csv(tmp_path / "train.csv", [("ants/ants_0.png", "ants"), ("ants/ants_1.png", "ants")])
+    with pytest.raises(DataError, match=r"train.csv: every row has the label 'ants'.*at least 2 classes"):
+        task_for(image_folder, format="csv", train_csv=str(train_csv)).build_datasets()
+
+
+def add_macos_junk(root):
+    """What a macOS archive leaves: AppleDouble `._*.png` files (not images) in and beside the classes."""
+    apple_double = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(64)
+    for name in ("ants", "bees"):
+        (root / "__MACOSX" / name).mkdir(parents=True)
+        (root / "__MACOSX" / name / f"._{name}_0.png").write_bytes(apple_double)
+        (root / name / f"._{name}_1.png").write_bytes(apple_double)
+    (root / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (root / "bees" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+
+
+@pytest.mark.parametrize("skip_corrupt", [False, True])
+def test_macos_junk_is_never_a_class_nor_an_image(image_folder, skip_corrupt, caplog):
+    add_macos_junk(image_folder)
+    with caplog.at_level(logging.WARNING, logger="tasks.classification"):
+        train, val = task_for(image_folder, skip_corrupt=skip_corrupt, val_ratio=0.5).build_datasets()
+    assert train.classes == ["ants", "bees"]
+    assert (len(train), len(val)) == (6, 6)
+    assert all(not s.path.name.startswith("._") for s in train.samples + val.samples)
+    assert caplog.text == ""  # no corrupt image skipped, no "ignored file" warning for Thumbs.db
+
+
+def test_class_left_empty_by_skipped_corrupt_images_is_an_error(tmp_path, make_folder):
+    root = make_folder(tmp_path / "d", per_class=3, classes=("ants", "bees", "wasps"))
+    for image in (root / "wasps").iterdir():
+        image.write_bytes(b"\x89PNG broken")
+    with pytest.raises(
+        DataError, match=r"class\(es\) \['wasps'\] have no images in the training set after skipping corrupt"
+    ):
+        task_for(root, skip_corrupt=True).build_datasets()
+
+
+def test_csv_with_a_utf8_byte_order_mark(image_folder, tmp_path):
+    files = sorted(image_folder.rglob("*.png"))
+    rows = "".join(f"{f.relative_to(image_folder)},{f.parent.name}\n" for f in files)
+    excel_csv = tmp_path / "excel.csv"
+    excel_csv.write_text("path,label\n" + rows, encoding="utf-8-sig")  # Excel's "CSV UTF-8"
+    assert excel_csv.read_bytes().startswith(b"\xef\xbb\xbf")
+    task = task_for(image_folder, format="csv", train_csv=str(excel_csv), val_ratio=0.0)
+    train, _ = task.build_datasets()
+    assert task.classes == ["ants", "bees"] and len(train) == 12
+
+
+def test_eval_dataset_decodes_no_training_image(image_folder, monkeypatch):
+    _, clean_val = task_for(image_folder, val_ratio=0.5).build_datasets()
+    train_paths = {s.path for s in task_for(image_folder, val_ratio=0.5).build_datasets()[0].samples}
+    corrupt = sorted(train_paths)[0]
+    corrupt.write_bytes(b"\x89PNG broken")
+
+    import tasks.classification.datasets as datasets
+
+    opened = []
+
+    def recording_load(path):
+        opened.append(path)
+        return load_image(path)
+
+    load_image = datasets.load_image
+    monkeypatch.setattr(datasets, "load_image", recording_load)
+    val = task_for(image_folder, val_ratio=0.5).build_eval_dataset()
+    assert [s.path for s in val.samples] == [s.path for s in clean_val.samples]  # the same seeded split
+    assert opened and not set(opened) & train_paths
+    with pytest.raises(DataError, match=f"{corrupt.name}.*the training set"):
+        task_for(image_folder, val_ratio=0.5).build_datasets()

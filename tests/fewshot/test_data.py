@@ -111,3 +111,32 @@ def test_rotated_classes_and_their_episode_index(nested_tree):
             assert rotated[positions[virtual.sample_id(class_idx, image_idx)]][1] == class_idx
     with pytest.raises(FewShotDataError, match="multiples of 90"):
         RotatedClasses(dataset, (0, 45))
+
+
+APPLE_DOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(64)
+
+
+def test_macos_junk_is_never_a_class_nor_an_image(nested_tree):
+    clean = scan_class_folders(nested_tree)
+    (nested_tree / "__MACOSX" / "g0" / "c0").mkdir(parents=True)
+    (nested_tree / "__MACOSX" / "g0" / "c0" / "._0.png").write_bytes(APPLE_DOUBLE)
+    (nested_tree / "g0" / "c1" / "._0.png").write_bytes(APPLE_DOUBLE)
+    (nested_tree / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (nested_tree / "g1" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")  # beside class folders
+    assert scan_class_folders(nested_tree) == clean
+
+
+def test_fixed_task_ignores_macos_junk(tmp_path, make_tree):
+    from tasks.fewshot.fixed_task import load_fixed_task
+
+    support = make_tree(tmp_path / "support", groups=0, classes=2, images=2)
+    query = tmp_path / "query"
+    query.mkdir()
+    Image.new("L", (32, 32)).save(query / "q0.png")
+    for folder in (support, query):
+        (folder / "__MACOSX").mkdir()
+        (folder / "__MACOSX" / "._q0.png").write_bytes(APPLE_DOUBLE)
+        (folder / "._q0.png").write_bytes(APPLE_DOUBLE)
+    task = load_fixed_task(support, query)
+    assert task.class_names == ("c0", "c1") and len(task.support_paths) == 4
+    assert task.query_paths == (query / "q0.png",) and task.query_labels is None  # flat, unlabelled query
