@@ -56,7 +56,12 @@ class LoadReport:
             ("checkpoint tensors this backbone has no place for", self.unexpected),
             ("tensors of another shape", self.reshaped),
         ):
-            keys = [k for k in keys if not k.startswith(CLASSIFIER_PREFIX)]
+            # num_batches_tracked does not affect outputs; FrozenBatchNorm2d and old checkpoints lack it.
+            keys = [
+                k
+                for k in keys
+                if not k.startswith(CLASSIFIER_PREFIX) and not k.endswith("num_batches_tracked")
+            ]
             if keys:
                 shown = ", ".join(keys[:4]) + (" ..." if len(keys) > 4 else "")
                 problems.append(f"{len(keys)} {what} ({shown})")

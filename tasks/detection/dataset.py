@@ -16,10 +16,15 @@ class CategoryMap:
     """Maps COCO category ids (any integers, possibly with gaps) to contiguous labels 1..K and back.
 
     Label 0 is the background class of torchvision's detectors.
+
+    Args:
+        categories: COCO ``categories`` entries (``id`` and ``name``).
+        keep_order: labels follow the given order instead of ascending ids (a checkpoint's label order
+            adopted for data whose ids are numbered differently).
     """
 
-    def __init__(self, categories: Sequence[dict]):
-        ordered = sorted(categories, key=lambda c: c["id"])
+    def __init__(self, categories: Sequence[dict], keep_order: bool = False):
+        ordered = list(categories) if keep_order else sorted(categories, key=lambda c: c["id"])
         self.cat_ids = [c["id"] for c in ordered]
         self.names = [str(c["name"]) for c in ordered]
         self._to_label = {cid: i + 1 for i, cid in enumerate(self.cat_ids)}
@@ -43,6 +48,14 @@ class CategoryMap:
 
     def label_name(self, label: int) -> str:
         return self.names[label - 1] if 1 <= label <= len(self.names) else str(label)
+
+    def categories(self) -> list[dict]:
+        """``[{"id", "name"}, ...]`` in label order (label 1 first)."""
+        return [{"id": c, "name": n} for c, n in zip(self.cat_ids, self.names, strict=True)]
+
+    def describe(self) -> str:
+        """The classes in label order for messages, e.g. ``['square' (id 3), 'bar' (id 7)]``."""
+        return "[" + ", ".join(f"{n!r} (id {c})" for c, n in zip(self.cat_ids, self.names, strict=True)) + "]"
 
 
 def load_rgb(path: str | Path) -> np.ndarray:

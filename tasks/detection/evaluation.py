@@ -111,6 +111,21 @@ class CocoEvaluator:
         self.coco_gt = coco_from_dict(gt)
         self.cat_names = {c["id"]: c["name"] for c in gt["categories"]}
 
+    def _no_detections(self) -> COCO:
+        """An empty detection set for COCOeval.
+
+        pycocotools' loadRes cannot load an empty list; scoring an empty set the usual way keeps its
+        conventions: AP 0 where there is ground truth, -1 for area ranges and classes without any.
+        """
+        coco_dt = COCO()
+        coco_dt.dataset = {
+            "images": list(self.coco_gt.dataset["images"]),
+            "categories": list(self.coco_gt.dataset["categories"]),
+            "annotations": [],
+        }
+        coco_dt.createIndex()
+        return coco_dt
+
     def evaluate(
         self, results: list[dict], *, source: str = "results"
     ) -> tuple[dict[str, float], list[dict]]:
@@ -120,14 +135,9 @@ class CocoEvaluator:
             (metrics: the 12 COCO numbers named as in `STAT_NAMES`, per-class rows with AP and AP50).
         """
         validate_results(results, self.coco_gt, source)
-        if not results:
-            # pycocotools cannot load an empty result list; no detections means AP 0 wherever there is GT.
-            return {name: 0.0 for name in STAT_NAMES}, [
-                {"category_id": cid, "name": name, "AP": 0.0, "AP50": 0.0}
-                for cid, name in self.cat_names.items()
-            ]
         with contextlib.redirect_stdout(io.StringIO()):
-            coco_dt = self.coco_gt.loadRes([dict(r) for r in results])  # loadRes adds keys: work on copies
+            # loadRes adds keys to the entries: work on copies.
+            coco_dt = self.coco_gt.loadRes([dict(r) for r in results]) if results else self._no_detections()
             coco_eval = COCOeval(self.coco_gt, coco_dt, iouType="bbox")
             coco_eval.evaluate()
             coco_eval.accumulate()

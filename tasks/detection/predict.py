@@ -11,8 +11,10 @@ from torch import nn
 
 from tasks.engine.checkpoint import load_checkpoint
 from tasks.engine.config import config_from_dict
+from tasks.files import visible_children
 
 from .build import build_detector
+from .classes import map_from_meta
 from .config import DetectionConfig
 from .dataset import CategoryMap, load_rgb
 
@@ -37,10 +39,14 @@ def load_detector(
             f"{checkpoint}: not a training checkpoint of tools/train_det.py (needs 'config' and 'model')"
         )
     cfg = config_from_dict(DetectionConfig, ckpt["config"])
-    if not cfg.model.category_ids:
-        raise ValueError(f"{checkpoint}: the saved config has no model.category_ids")
-    names = cfg.model.class_names or [str(c) for c in cfg.model.category_ids]
-    cmap = CategoryMap([{"id": c, "name": n} for c, n in zip(cfg.model.category_ids, names, strict=True)])
+    # The classes in label order: from the checkpoint's task meta, or the config of older checkpoints.
+    cmap = map_from_meta(ckpt.get("task_meta") or {}, str(checkpoint))
+    if cmap is None:
+        if not cfg.model.category_ids:
+            raise ValueError(f"{checkpoint}: the saved config has no model.category_ids")
+        names = cfg.model.class_names or [str(c) for c in cfg.model.category_ids]
+        categories = [{"id": c, "name": n} for c, n in zip(cfg.model.category_ids, names, strict=True)]
+        cmap = CategoryMap(categories, keep_order=True)
     model = build_detector(cfg.model, cmap.num_classes, load_weights=False)
     state = ckpt["ema"] if use_ema and ckpt.get("ema") else ckpt["model"]
     model.load_state_dict(state)
@@ -52,7 +58,8 @@ def list_images(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"image folder {str(folder)!r} does not exist")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    # visible_children skips macOS `._name.jpg` resource forks and other junk that looks like an image.
+    files = [p for p in visible_children(folder) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
     if not files:
         raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {str(folder)!r}")
     return files

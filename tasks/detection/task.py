@@ -15,8 +15,10 @@ from torch.utils.data import Dataset, Sampler
 from tasks.engine.task import Task
 
 from .build import build_detector, resolve_norm
+from .classes import align_with_checkpoint, map_from_meta, meta_from_map
 from .config import DetDataConfig, DetectionConfig
-from .data_check import load_and_check
+from .config_check import validate_config
+from .data_check import DatasetError, apply_policy, check_coco, load_coco_json
 from .dataset import CategoryMap, CocoDetection, collate_detection, split_image_ids, subset_coco
 from .evaluation import CocoEvaluator, detections_to_coco, format_per_class_table
 from .sampler import GroupedBatchSampler, aspect_ratio_groups
@@ -41,6 +43,41 @@ def resolve_data_paths(cfg: DetDataConfig) -> tuple[Path, Path, Path | None, Pat
     return train_ann, train_images, val_ann, val_images
 
 
+def count_objects(data: dict) -> int:
+    """Annotations that are training targets and evaluation ground truth (crowd regions are neither)."""
+    return sum(1 for ann in data["annotations"] if not ann.get("iscrowd", 0))
+
+
+def why_no_objects(data: dict, listed: int, policy: str) -> str:
+    """Why a checked annotation file has no object left (for the message of `require_objects`).
+
+    Args:
+        data: the checked dictionary.
+        listed: annotations the file listed before the data check.
+        policy: data.check_policy.
+    """
+    if not listed:
+        return "its 'annotations' list is empty"
+    if data["annotations"]:
+        return f"all {len(data['annotations'])} of its annotations are iscrowd=1 (ignored regions)"
+    return f"data.check_policy={policy} dropped all {listed} of its annotations"
+
+
+def require_objects(data: dict, source: str, why: str) -> None:
+    """Refuse a training set without a single object: it would train on nothing and report AP -1.
+
+    Args:
+        data: the training dictionary.
+        source: the annotation file (or the split of it), named in the message.
+        why: how it came to have none (see `why_no_objects`).
+    """
+    if not count_objects(data):
+        raise DatasetError(
+            f"{source}: no annotations: nothing to learn ({why}). Expected at least one object "
+            "{'image_id', 'category_id', 'bbox': [x, y, width, height]} that is not iscrowd=1"
+        )
+
+
 class DetectionTask(Task):
     """Faster R-CNN + FPN on a COCO-format dataset; best checkpoint by COCO AP."""
 
@@ -50,81 +87,172 @@ class DetectionTask(Task):
 
     def __init__(self, cfg: DetectionConfig):
         super().__init__(cfg)
+        validate_config(cfg)
         self._data: dict | None = None
+        self._train_raw: dict | None = None
         self.evaluator: CocoEvaluator | None = None
         self.category_map: CategoryMap | None = None
+        # The classes the config itself declares (a run's saved config.yaml lists those it was trained
+        # on), kept apart from model.category_ids, which is filled in from the data below.
+        self._declared_ids = list(cfg.model.category_ids)
+        self._checkpoint: tuple[CategoryMap, str, str] | None = None
+
+    # --------------------------------------------------------------------------------------- classes
+    def checkpoint_meta(self) -> dict:
+        """The category ids and names in label order: what each output label of the weights means."""
+        return meta_from_map(self.categories())
+
+    def adopt_checkpoint_meta(self, meta: dict, source: str, purpose: str) -> None:
+        """Use the checkpoint's label order for resume/eval (see `classes.align_with_checkpoint`)."""
+        wanted = map_from_meta(meta or {}, source)
+        if wanted is None:
+            return  # a checkpoint from before classes were recorded: nothing to compare
+        self._checkpoint = (wanted, source, purpose)
+        self.category_map = None  # resolved again, now against the checkpoint's classes
+        self.categories()  # fail now, before any image is read, if the classes differ
+
+    def categories(self) -> CategoryMap:
+        """The label <-> category id map: the training file's categories in the label order of the
+        checkpoint (resume/eval) or of model.category_ids when given, else by ascending id."""
+        if self.category_map is None:
+            self.category_map = self._resolve_categories()
+            m = self.cfg.model
+            m.category_ids, m.class_names = list(self.category_map.cat_ids), list(self.category_map.names)
+        return self.category_map
+
+    def _resolve_categories(self) -> CategoryMap:
+        train_ann = resolve_data_paths(self.cfg.data)[0]
+        categories = self._train_json()["categories"]
+        if not categories:
+            raise DatasetError(f"{train_ann}: 'categories' is empty; a detector needs at least one class")
+        data = CategoryMap(categories)
+        if self._checkpoint is not None:
+            wanted, source, purpose = self._checkpoint
+            aligned = align_with_checkpoint(
+                data, wanted, source=source, purpose=purpose, ann_file=str(train_ann)
+            )
+            if purpose != "weights":
+                return aligned
+        ids = self._declared_ids
+        if not ids:
+            return data
+        if sorted(ids) != sorted(data.cat_ids):
+            raise DatasetError(
+                f"model.category_ids={ids} (from the config) differ from the categories of {train_ann}: "
+                f"{data.cat_ids}"
+            )
+        name_of = dict(zip(data.cat_ids, data.names, strict=True))
+        return CategoryMap([{"id": c, "name": name_of[c]} for c in ids], keep_order=True)
 
     # ------------------------------------------------------------------------------------------ data
+    def _train_json(self) -> dict:
+        """The training annotation file as written (structure checked; no image opened), read once."""
+        if self._train_raw is None:
+            self._train_raw = load_coco_json(resolve_data_paths(self.cfg.data)[0])
+        return self._train_raw
+
+    def _checked(self, data: dict, ann_file: Path, images: Path) -> dict:
+        """``data`` after the data check and data.check_policy (raises for the fail policy)."""
+        d = self.cfg.data
+        problems = check_coco(data, images, check_files=d.check_files, box_tolerance=d.box_tolerance)
+        clean, actions = apply_policy(data, problems, d.check_policy, source=str(ann_file))
+        for action in actions:
+            log.warning("%s: %s", ann_file, action)
+        return clean
+
+    def _load_val(self, val_ann: Path, val_images: Path) -> dict:
+        """The checked validation file, whose category ids must be the training file's."""
+        train_ann = resolve_data_paths(self.cfg.data)[0]
+        val = self._checked(load_coco_json(val_ann), val_ann, val_images)
+        train_ids = sorted(c["id"] for c in self._train_json()["categories"])
+        if sorted(c["id"] for c in val["categories"]) != train_ids:
+            raise DatasetError(f"{val_ann} and {train_ann} define different category ids")
+        return val
+
+    def _split(self, image_ids: list[int]) -> tuple[list[int], list[int]]:
+        """The seeded held-out split of the training file's image ids.
+
+        It uses every image the file lists, before the data check drops any, so that training and a later
+        --eval-only (which checks the validation images only) agree on it.
+        """
+        d = self.cfg.data
+        return split_image_ids(image_ids, d.val_fraction, d.split_seed)
+
     def _prepare(self) -> dict:
-        """Load and check the annotations once (fails before any training) and fix the class list."""
+        """Load and check the training (and validation) annotations once, before any training."""
         if self._data is not None:
             return self._data
         d = self.cfg.data
         train_ann, train_images, val_ann, val_images = resolve_data_paths(d)
-        check = dict(check_files=d.check_files, box_tolerance=d.box_tolerance)
-        train, actions = load_and_check(train_ann, train_images, d.check_policy, **check)
-        for action in actions:
-            log.warning("%s: %s", train_ann, action)
-        val = None
-        if val_ann is not None:
-            val, actions = load_and_check(val_ann, val_images, d.check_policy, **check)
-            for action in actions:
-                log.warning("%s: %s", val_ann, action)
-            if sorted(c["id"] for c in val["categories"]) != sorted(c["id"] for c in train["categories"]):
-                raise ValueError(f"{val_ann} and {train_ann} define different category ids")
-        if not train["categories"]:
-            raise ValueError(f"{train_ann}: 'categories' is empty; a detector needs at least one class")
-        category_map = CategoryMap(train["categories"])
-        m = self.cfg.model
-        if m.category_ids and list(m.category_ids) != category_map.cat_ids:
-            raise ValueError(
-                f"model.category_ids={m.category_ids} (from the config or checkpoint) differ from the "
-                f"categories of {train_ann}: {category_map.cat_ids}"
-            )
-        m.category_ids, m.class_names = list(category_map.cat_ids), list(category_map.names)
-        self.category_map = category_map
-        self._data = dict(train=train, train_images=train_images, val=val, val_images=val_images)
+        raw = self._train_json()
+        train = self._checked(raw, train_ann, train_images)
+        require_objects(train, str(train_ann), why_no_objects(train, len(raw["annotations"]), d.check_policy))
+        val = self._load_val(val_ann, val_images) if val_ann is not None else None
+        self.categories()
+        image_ids = [img["id"] for img in raw["images"]]
+        self._train_raw = None  # the checked copy is all training needs from here on
+        self._data = dict(
+            train=train, train_images=train_images, val=val, val_images=val_images, image_ids=image_ids
+        )
         return self._data
 
-    def categories(self) -> CategoryMap:
-        """The label <-> category id map (from the config if stored there, else from the annotations)."""
-        m = self.cfg.model
-        if self.category_map is None and m.category_ids:
-            names = m.class_names or [str(c) for c in m.category_ids]
-            self.category_map = CategoryMap(
-                [{"id": c, "name": n} for c, n in zip(m.category_ids, names, strict=True)]
+    def _val_set(self, val_gt: dict, images: Path, source: str) -> CocoDetection:
+        """The validation dataset; indexes its ground truth for the evaluator once."""
+        if not count_objects(val_gt):
+            log.warning(
+                "%s: the validation set has no annotations, so AP is undefined: every COCO metric will be "
+                "reported as -1 (as pycocotools does). Validate on images with annotated objects.",
+                source,
             )
-        if self.category_map is None:
-            self._prepare()
-        return self.category_map
+        self.evaluator = CocoEvaluator(val_gt)  # ground truth indexed once, reused every epoch
+        return CocoDetection(val_gt, images, self.categories(), transform=None, keep_empty=True)
 
     def build_datasets(self) -> tuple[Dataset, Dataset | None]:
         data = self._prepare()
         d = self.cfg.data
-        cmap = self.category_map
-        train, val_gt, val_images = data["train"], data["val"], data["val_images"]
+        train_ann, _, val_ann, _ = resolve_data_paths(d)
+        train, val_gt, val_images, val_source = data["train"], data["val"], data["val_images"], str(val_ann)
         if val_gt is None and d.val_fraction > 0:
-            train_ids, val_ids = split_image_ids(
-                [img["id"] for img in train["images"]], d.val_fraction, d.split_seed
-            )
+            train_ids, val_ids = self._split(data["image_ids"])
             train, val_gt = subset_coco(train, train_ids), subset_coco(train, val_ids)
-            val_images = data["train_images"]
+            val_images, val_source = data["train_images"], f"the held-out split of {train_ann}"
             log.info(
                 "held-out split (seed %d): %d train / %d val images",
                 d.split_seed,
-                len(train_ids),
-                len(val_ids),
+                len(train["images"]),
+                len(val_gt["images"]),
             )
+            why = (
+                "every annotated image went to the validation part; lower data.val_fraction="
+                f"{d.val_fraction} or change data.split_seed={d.split_seed}"
+            )
+            require_objects(train, f"the training part of {val_source}", why)
         train_set = CocoDetection(
-            train, data["train_images"], cmap, DetectionTransform(d.augment), keep_empty=d.keep_empty_images
+            train,
+            data["train_images"],
+            self.categories(),
+            DetectionTransform(d.augment),
+            keep_empty=d.keep_empty_images,
         )
         if len(train_set) == 0:
-            raise ValueError("no training images left after the data check and keep_empty_images")
-        val_set = None
-        if val_gt is not None:
-            val_set = CocoDetection(val_gt, val_images, cmap, transform=None, keep_empty=True)
-            self.evaluator = CocoEvaluator(val_gt)  # ground truth indexed once, reused every epoch
+            raise DatasetError("no training images left after the data check and keep_empty_images")
+        val_set = self._val_set(val_gt, val_images, val_source) if val_gt is not None else None
         return train_set, val_set
+
+    def build_eval_dataset(self) -> Dataset | None:
+        """The validation set alone: only its images are checked (a broken training image does not
+        stop an evaluation); the training file is read for its categories and the held-out split."""
+        d = self.cfg.data
+        train_ann, train_images, val_ann, val_images = resolve_data_paths(d)
+        self.categories()
+        if val_ann is not None:
+            return self._val_set(self._load_val(val_ann, val_images), val_images, str(val_ann))
+        if d.val_fraction <= 0:
+            return None
+        raw = self._train_json()
+        _, val_ids = self._split([img["id"] for img in raw["images"]])
+        val_gt = self._checked(subset_coco(raw, val_ids), train_ann, train_images)
+        return self._val_set(val_gt, train_images, f"the held-out split of {train_ann}")
 
     def collate_fn(self, batch: list) -> Any:
         return collate_detection(batch)
@@ -149,8 +277,8 @@ class DetectionTask(Task):
         return build_detector(self.cfg.model, self.categories().num_classes)
 
     def model_signature(self) -> dict:
-        """What a resumed checkpoint must match: the architecture and the classes, not the weights files or
-        test-time thresholds (those may change between runs of the same model)."""
+        """What a resumed or evaluated checkpoint must match: the architecture and the number of classes,
+        not the weights files or test-time thresholds (those may change between runs of the same model)."""
         m = self.cfg.model
         return {
             "arch": m.arch,
@@ -162,7 +290,9 @@ class DetectionTask(Task):
             "anchors_per_location": [len(s) * len(m.aspect_ratios) for s in m.anchor_sizes]
             or len(m.aspect_ratios),
             "roi_output_size": m.roi_output_size,
-            "category_ids": list(m.category_ids),
+            # The number of classes fixes the predictor's shape; which class each label means is the
+            # checkpoint meta's business (checked, and the order adopted, by adopt_checkpoint_meta).
+            "num_classes": len(self.categories().cat_ids),
         }
 
     def training_step(self, model: nn.Module, batch: Any, device: Any) -> dict[str, Tensor]:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from tasks.files import visible_children
+
 DIFFICULT_MODES = ("ignore", "keep", "drop")
 
 
@@ -52,7 +54,9 @@ def voc_to_coco(
     if difficult not in DIFFICULT_MODES:
         raise ValueError(f"difficult must be one of {DIFFICULT_MODES}, got {difficult!r}")
     xml_dir = Path(xml_dir)
-    files = sorted(xml_dir.glob("*.xml"))
+    # Junk such as macOS `._name.xml` resource forks ends in .xml too but is not VOC XML.
+    children = visible_children(xml_dir) if xml_dir.is_dir() else []
+    files = [p for p in children if p.suffix.lower() == ".xml" and p.is_file()]
     if not files:
         raise ValueError(f"no .xml files in {str(xml_dir)!r}")
 

@@ -7,13 +7,15 @@ each error names the file and what was expected (see tests/segmentation/test_bad
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from tasks.files import visible_children
 
 from .image_io import IMAGE_SUFFIXES, SegmentationDataError, image_size, read_image_and_max, read_mask
 from .manifest import DatasetSpec, load_manifest
@@ -97,8 +99,9 @@ def _list_files(folder: Path, endings: Sequence[str], what: str) -> dict[str, Pa
     if not folder.is_dir():
         raise SegmentationDataError(f"{what} folder not found: {folder}")
     found: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        stem = _split_name(path, endings) if path.is_file() and not path.name.startswith(".") else None
+    # Junk such as macOS `._name.png` resource forks ends like an image but is not one: skipped.
+    for path in visible_children(folder):
+        stem = _split_name(path, endings) if path.is_file() else None
         if stem is None:
             continue
         if stem in found:
@@ -155,38 +158,41 @@ def _pair(
     return [(stem, images[stem], mask_by_image_stem[stem]) for stem in sorted(images)]
 
 
-def discover_records(
-    root: str | Path, spec: DatasetSpec, in_chans: int, case_pattern: str = "", nifti_axis: int = 2
-) -> list[Record]:
-    """Match images and masks by stem and expand NIfTI volumes into slices (headers only, no pixels).
+@dataclass(frozen=True)
+class Pair:
+    """An image (one file per channel) and its mask, matched by name only: no file has been opened."""
+
+    stem: str
+    images: tuple[Path, ...]
+    mask: Path
+    case_id: str
+
+
+def discover_pairs(root: str | Path, spec: DatasetSpec, in_chans: int, case_pattern: str = "") -> list[Pair]:
+    """Match images and masks by stem (file names only, so a split can be chosen before any file is read).
 
     Raises:
         SegmentationDataError: missing folders, images without masks, masks without images, duplicate
-            stems, image/mask size mismatch, wrong number of NIfTI channels.
+            stems, wrong number of NIfTI channel files.
     """
     root = Path(root)
     image_dir, mask_dir = root / spec.images_dir, root / spec.masks_dir
     if spec.format == "nifti":
-        return _discover_nifti(image_dir, mask_dir, spec, in_chans, case_pattern, nifti_axis)
-    endings = (spec.file_ending,) if spec.file_ending else IMAGE_SUFFIXES
-    images = _list_files(image_dir, endings, "image")
-    masks = _list_files(mask_dir, IMAGE_SUFFIXES if not spec.file_ending else endings, "mask")
-    records = []
-    for stem, image, mask in _pair(images, masks, spec, image_dir, mask_dir):
-        image_hw, mask_hw = image_size(image), image_size(mask)
-        if image_hw != mask_hw:
-            raise SegmentationDataError(
-                f"{image} is {image_hw[0]}x{image_hw[1]} (HxW) but its mask {mask} is "
-                f"{mask_hw[0]}x{mask_hw[1]}"
-            )
-        records.append(Record(stem, (image,), mask, _case_id(stem, spec, case_pattern)))
-    return records
+        endings = (spec.file_ending,) if spec.file_ending else NIFTI_ENDINGS
+        images = _nifti_channels(image_dir, endings, in_chans)
+        masks = _list_files(mask_dir, endings, "mask")
+    else:
+        endings = (spec.file_ending,) if spec.file_ending else IMAGE_SUFFIXES
+        images = {stem: (path,) for stem, path in _list_files(image_dir, endings, "image").items()}
+        masks = _list_files(mask_dir, IMAGE_SUFFIXES if not spec.file_ending else endings, "mask")
+    return [
+        Pair(stem, paths, mask, _case_id(stem, spec, case_pattern))
+        for stem, paths, mask in _pair(images, masks, spec, image_dir, mask_dir)
+    ]
 
 
-def _discover_nifti(
-    image_dir: Path, mask_dir: Path, spec: DatasetSpec, in_chans: int, case_pattern: str, axis: int
-) -> list[Record]:
-    endings = (spec.file_ending,) if spec.file_ending else NIFTI_ENDINGS
+def _nifti_channels(image_dir: Path, endings: Sequence[str], in_chans: int) -> dict[str, tuple[Path, ...]]:
+    """nnU-Net layout: ``case_0000.nii.gz`` is channel 0 of ``case``; every case needs in_chans files."""
     channels: dict[str, dict[int, Path]] = {}
     for stem, path in _list_files(image_dir, endings, "image").items():
         match = _CHANNEL_SUFFIX.match(stem)
@@ -200,20 +206,51 @@ def _discover_nifti(
                 f"expected {list(range(in_chans))} (model.in_chans={in_chans})"
             )
         images[case] = tuple(files[c] for c in range(in_chans))
-    masks = _list_files(mask_dir, endings, "mask")
-    if axis not in (0, 1, 2):
-        raise SegmentationDataError(f"data.nifti_axis must be 0, 1 or 2, got {axis}")
-    records = []
-    for stem, paths, mask in _pair(images, masks, spec, image_dir, mask_dir):
-        mask_shape = volume_shape(mask)
-        for path in paths:
-            if volume_shape(path) != mask_shape:
-                raise SegmentationDataError(
-                    f"{path} has shape {volume_shape(path)} but its mask {mask} has {mask_shape}"
-                )
-        case = _case_id(stem, spec, case_pattern)
-        records += [Record(stem, paths, mask, case, k) for k in range(mask_shape[axis])]
-    return records
+    return images
+
+
+def pairs_to_records(pairs: Sequence[Pair], spec: DatasetSpec, nifti_axis: int = 2) -> list[Record]:
+    """Check each pair's sizes from the file headers (no pixels) and expand NIfTI volumes into slices.
+
+    Raises:
+        SegmentationDataError: an unreadable header, image/mask size mismatch, a bad slicing axis.
+    """
+    if spec.format != "nifti":
+        return [_image_record(pair) for pair in pairs]
+    if nifti_axis not in (0, 1, 2):
+        raise SegmentationDataError(f"data.nifti_axis must be 0, 1 or 2, got {nifti_axis}")
+    return [record for pair in pairs for record in _volume_records(pair, nifti_axis)]
+
+
+def _image_record(pair: Pair) -> Record:
+    image, mask = pair.images[0], pair.mask
+    image_hw, mask_hw = image_size(image), image_size(mask)
+    if image_hw != mask_hw:
+        raise SegmentationDataError(
+            f"{image} is {image_hw[0]}x{image_hw[1]} (HxW) but its mask {mask} is {mask_hw[0]}x{mask_hw[1]}"
+        )
+    return Record(pair.stem, pair.images, mask, pair.case_id)
+
+
+def _volume_records(pair: Pair, axis: int) -> list[Record]:
+    mask_shape = volume_shape(pair.mask)
+    for path in pair.images:
+        if volume_shape(path) != mask_shape:
+            raise SegmentationDataError(
+                f"{path} has shape {volume_shape(path)} but its mask {pair.mask} has {mask_shape}"
+            )
+    return [Record(pair.stem, pair.images, pair.mask, pair.case_id, k) for k in range(mask_shape[axis])]
+
+
+def discover_records(
+    root: str | Path, spec: DatasetSpec, in_chans: int, case_pattern: str = "", nifti_axis: int = 2
+) -> list[Record]:
+    """Match images and masks by stem and expand NIfTI volumes into slices (headers only, no pixels).
+
+    Raises:
+        SegmentationDataError: see `discover_pairs` and `pairs_to_records`.
+    """
+    return pairs_to_records(discover_pairs(root, spec, in_chans, case_pattern), spec, nifti_axis)
 
 
 # ------------------------------------------------------------------------------------------ mask values
@@ -254,22 +291,19 @@ def validate_mask_values(records: Sequence[Record], spec: DatasetSpec) -> None:
 # --------------------------------------------------------------------------------------------- splits
 
 
-def split_by_case(records: Sequence[Record], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Seeded split of record indices in which all records of one case land on the same side.
+def split_cases(case_ids: Iterable[str], val_fraction: float, seed: int) -> set[str]:
+    """The seeded choice of held-out cases (the same seed and cases give the same set on every machine).
 
     Args:
-        records: the records (their ``case_id`` groups them).
+        case_ids: the case of every item (repeats are fine).
         val_fraction: share of *cases* held out (rounded, at least one case when > 0).
-        seed: split seed; the same seed and cases give the same split on every machine.
-
-    Returns:
-        (train indices, val indices).
+        seed: split seed.
     """
     if not 0.0 <= val_fraction < 1.0:
         raise SegmentationDataError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
-    cases = sorted({r.case_id for r in records})
+    cases = sorted(set(case_ids))
     if val_fraction == 0.0:
-        return list(range(len(records))), []
+        return set()
     if len(cases) < 2:
         raise SegmentationDataError(
             f"cannot hold out a validation split from {len(cases)} case(s); "
@@ -277,7 +311,21 @@ def split_by_case(records: Sequence[Record], val_fraction: float, seed: int) -> 
         )
     order = np.random.default_rng(seed).permutation(len(cases))
     n_val = min(len(cases) - 1, max(1, round(val_fraction * len(cases))))
-    val_cases = {cases[i] for i in order[:n_val]}
+    return {cases[i] for i in order[:n_val]}
+
+
+def split_by_case(records: Sequence[Record], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded split of record indices in which all records of one case land on the same side.
+
+    Args:
+        records: the records (their ``case_id`` groups them).
+        val_fraction: share of *cases* held out (see `split_cases`).
+        seed: split seed.
+
+    Returns:
+        (train indices, val indices).
+    """
+    val_cases = split_cases((r.case_id for r in records), val_fraction, seed)
     train = [i for i, r in enumerate(records) if r.case_id not in val_cases]
     val = [i for i, r in enumerate(records) if r.case_id in val_cases]
     return train, val

@@ -12,7 +12,9 @@ from PIL import Image
 
 from tasks.engine.checkpoint import load_checkpoint
 from tasks.engine.config import config_from_dict
+from tasks.files import visible_children
 
+from .classes import meta_value_map
 from .config import SegRunConfig
 from .data import NIFTI_ENDINGS, resolve_spec
 from .image_io import IMAGE_SUFFIXES, SegmentationDataError, read_image_and_max
@@ -23,8 +25,12 @@ from .overlay import save_overlay
 from .transforms import normalize
 
 
-def load_model_from_checkpoint(path: str | Path) -> tuple[torch.nn.Module, SegRunConfig]:
-    """Rebuild the U-Net from the config stored in a checkpoint and load its weights (EMA if present)."""
+def load_model_and_meta(path: str | Path) -> tuple[torch.nn.Module, SegRunConfig, dict]:
+    """Rebuild the U-Net from the config stored in a checkpoint and load its weights (EMA if present).
+
+    Returns:
+        (model in eval mode, the run's config, the checkpoint's task meta: {} for older checkpoints).
+    """
     ckpt = load_checkpoint(path)
     if "config" not in ckpt or "model" not in ckpt:
         raise SegmentationDataError(
@@ -33,7 +39,13 @@ def load_model_from_checkpoint(path: str | Path) -> tuple[torch.nn.Module, SegRu
     cfg = config_from_dict(SegRunConfig, ckpt["config"])
     model = build_unet(cfg.model)
     model.load_state_dict(ckpt["ema"] if cfg.train.ema and ckpt.get("ema") else ckpt["model"])
-    return model.eval(), cfg
+    return model.eval(), cfg, ckpt.get("task_meta") or {}
+
+
+def load_model_from_checkpoint(path: str | Path) -> tuple[torch.nn.Module, SegRunConfig]:
+    """`load_model_and_meta` without the meta."""
+    model, cfg, _ = load_model_and_meta(path)
+    return model, cfg
 
 
 def _predict_labels(
@@ -45,11 +57,18 @@ def _predict_labels(
     return logits_to_labels(logits, cfg.model.mode, cfg.eval.threshold, cfg.model.regions)[0].cpu().numpy()
 
 
-def _class_to_value_lut(cfg: SegRunConfig) -> np.ndarray:
-    """class index -> raw mask value of the training data (smallest raw value when several map to a class)."""
+def _class_to_value_lut(cfg: SegRunConfig, meta: dict | None = None) -> np.ndarray:
+    """class index -> raw mask value of the training data (smallest raw value when several map to a class).
+
+    The value map comes from the checkpoint's meta when it has one (the training data need not exist any
+    more), else from the run's config or manifest.
+    """
     d = cfg.data
     class_to_value = {c: c for c in range(cfg.model.num_classes)}
-    if d.value_map:
+    recorded = meta_value_map(meta or {})
+    if recorded:
+        class_to_value = {c: v for v, c in sorted(recorded.items(), reverse=True)}
+    elif d.value_map:
         class_to_value = {c: v for v, c in sorted(d.value_map.items(), reverse=True)}
     elif d.manifest and d.root:
         try:
@@ -78,19 +97,17 @@ def predict_folder(
     Returns:
         The written mask paths.
     """
-    model, cfg = load_model_from_checkpoint(checkpoint)
+    model, cfg, meta = load_model_and_meta(checkpoint)
     model.to(device)
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     endings = (*IMAGE_SUFFIXES, *NIFTI_ENDINGS)
-    files = (
-        sorted(p for p in input_dir.iterdir() if p.name.lower().endswith(endings))
-        if input_dir.is_dir()
-        else []
-    )
+    # visible_children skips junk such as macOS `._name.png` resource forks, which end like images.
+    children = visible_children(input_dir) if input_dir.is_dir() else []
+    files = [p for p in children if p.name.lower().endswith(endings) and p.is_file()]
     if not files:
         raise SegmentationDataError(f"{input_dir}: no images ending in {list(endings)}")
     d = cfg.data
-    lut = _class_to_value_lut(cfg)
+    lut = _class_to_value_lut(cfg, meta)
     dtype = np.uint16 if lut.max() > 255 else np.uint8
     tiles = cfg.eval.tile_size if tile_size is None else tile_size
     written = []

@@ -14,16 +14,22 @@ from torch import nn
 
 from tasks.engine.task import Task
 
+from .classes import align_spec, spec_meta
 from .config import SegRunConfig
+from .config_check import validate_config
 from .data import (
     SegmentationDataset,
-    discover_records,
+    discover_pairs,
     pad_collate,
+    pairs_to_records,
     resolve_spec,
     split_by_case,
+    split_cases,
     validate_mask_values,
 )
+from .image_io import SegmentationDataError
 from .inference import labels_to_region_targets, logits_to_channels, logits_to_labels, predict_logits
+from .manifest import DatasetSpec
 from .metrics import CaseMetricAccumulator
 from .model import build_unet, output_channels
 from .overlay import save_overlay
@@ -56,7 +62,9 @@ class SegmentationTask(Task):
         super().__init__(cfg)
         m = cfg.model
         self.out_channels = output_channels(m.mode, m.num_classes, m.regions)  # validates mode/regions early
-        self.spec = None
+        validate_config(cfg)
+        self.spec: DatasetSpec | None = None
+        self._checkpoint: tuple[dict, str, str] | None = None
         self._best_dice = -math.inf
         loss = cfg.loss
         self.loss_fn = build_loss(
@@ -74,31 +82,83 @@ class SegmentationTask(Task):
     def build_model(self) -> nn.Module:
         return build_unet(self.cfg.model)
 
-    def build_datasets(self) -> tuple[SegmentationDataset, SegmentationDataset | None]:
+    def checkpoint_meta(self) -> dict:
+        """The class names by index and the mask value map: what each output channel of the weights means."""
+        return spec_meta(self.dataset_spec())
+
+    def adopt_checkpoint_meta(self, meta: dict, source: str, purpose: str) -> None:
+        """Use the checkpoint's class order for resume/eval (see `classes.align_spec`)."""
+        if not meta:
+            return  # a checkpoint from before classes were recorded: nothing to compare
+        self._checkpoint = (meta, source, purpose)
+        self.spec = None
+        self.dataset_spec()  # fail now, before any image is read, if the classes differ
+
+    def dataset_spec(self) -> DatasetSpec:
+        """The class map of the data (manifest or data config; no image read), in the checkpoint's class
+        order when one was adopted for resume or eval."""
+        if self.spec is None:
+            d, m = self.cfg.data, self.cfg.model
+            if not d.root:
+                raise SegmentationDataError(
+                    "data.root is not set: pass data.root=DIR (a folder with images/ and masks/)"
+                )
+            spec = resolve_spec(d, m.num_classes)
+            if spec.format == "nifti" and d.normalization == "imagenet":
+                raise SegmentationDataError(
+                    "data.normalization=imagenet needs 8/16-bit images; for NIfTI use zscore, minmax or "
+                    "ct_window"
+                )
+            if self._checkpoint is not None:
+                meta, source, purpose = self._checkpoint
+                spec = align_spec(spec, meta, source=source, purpose=purpose, where=self._names_source())
+            self.spec = spec
+        return self.spec
+
+    def _names_source(self) -> str | None:
+        """Where the data's class names come from (None: nowhere, the default names class0.. are used)."""
+        d = self.cfg.data
+        if d.manifest:
+            return str(Path(d.root) / d.manifest)
+        return "data.class_names" if d.class_names else None
+
+    def _dataset_args(self) -> dict:
         d, m = self.cfg.data, self.cfg.model
-        if not d.root:
-            raise ValueError("data.root is not set: pass data.root=DIR (a folder with images/ and masks/)")
-        self.spec = resolve_spec(d, m.num_classes)
-        if self.spec.format == "nifti" and d.normalization == "imagenet":
-            raise ValueError(
-                "data.normalization=imagenet needs 8/16-bit images; for NIfTI use zscore, minmax or ct_window"
-            )
-        records = discover_records(d.root, self.spec, m.in_chans, d.case_pattern, d.nifti_axis)
-        validate_mask_values(records, self.spec)
-        train_idx, val_idx = split_by_case(records, d.val_fraction, d.split_seed)
-        common = dict(
-            spec=self.spec,
+        return dict(
+            spec=self.dataset_spec(),
             in_chans=m.in_chans,
             normalization=d.normalization,
             ct_window=d.ct_window,
             axis=d.nifti_axis,
             cache_volumes=d.cache_volumes,
         )
+
+    def build_datasets(self) -> tuple[SegmentationDataset, SegmentationDataset | None]:
+        d, m = self.cfg.data, self.cfg.model
+        spec = self.dataset_spec()
+        pairs = discover_pairs(d.root, spec, m.in_chans, d.case_pattern)
+        records = pairs_to_records(pairs, spec, d.nifti_axis)
+        validate_mask_values(records, spec)
+        train_idx, val_idx = split_by_case(records, d.val_fraction, d.split_seed)
+        common = self._dataset_args()
         train = SegmentationDataset(
             [records[i] for i in train_idx], transform=build_train_transform(self.cfg.aug), **common
         )
         val = SegmentationDataset([records[i] for i in val_idx], **common) if val_idx else None
         return train, val
+
+    def build_eval_dataset(self) -> SegmentationDataset | None:
+        """The validation cases alone: the split is chosen from file names, then only validation files
+        are opened, so a broken training image does not stop an evaluation."""
+        d, m = self.cfg.data, self.cfg.model
+        spec = self.dataset_spec()
+        pairs = discover_pairs(d.root, spec, m.in_chans, d.case_pattern)
+        val_cases = split_cases([p.case_id for p in pairs], d.val_fraction, d.split_seed)
+        if not val_cases:
+            return None
+        records = pairs_to_records([p for p in pairs if p.case_id in val_cases], spec, d.nifti_axis)
+        validate_mask_values(records, spec)
+        return SegmentationDataset(records, **self._dataset_args())
 
     def collate_fn(self, batch: list[dict]) -> dict:
         return pad_collate(batch)

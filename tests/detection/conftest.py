@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -84,3 +85,55 @@ def coco_root(tmp_path: Path) -> Path:
     """A clean 6-image dataset (2 classes with ids 3 and 7) plus one image without objects."""
     _make_coco(tmp_path / "coco", n_images=6, empty_images=1)
     return tmp_path / "coco"
+
+
+ROOT = Path(__file__).resolve().parents[2]
+CPU_CONFIG = ROOT / "configs" / "detection" / "faster_rcnn_r18_fpn_cpu.yaml"
+
+
+def _tiny_overrides(run: Path, *extra: str) -> list[str]:
+    """Overrides that make the CPU config train in seconds on 64-128 px images; data keys go in ``extra``."""
+    return [
+        f"output_dir={run}",
+        "train.epochs=1",
+        "train.batch_size=2",
+        "train.max_steps_per_epoch=2",
+        "train.warmup_epochs=0",
+        "train.tensorboard=false",
+        "train.plots=false",
+        "model.min_size=[64]",
+        "model.max_size=96",
+        "model.fpn_channels=32",
+        "model.rpn_pre_nms_top_n_test=100",
+        "model.rpn_post_nms_top_n_test=50",
+        "model.rpn_post_nms_top_n_train=100",
+        "model.box_batch_size_per_image=64",
+        "data.val_fraction=0.3",
+        "data.num_vis_images=0",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="session")
+def tiny_det_config():
+    """``make(run_dir, *overrides) -> DetectionConfig``: the CPU config shrunk to a seconds-long run."""
+    from tasks.detection.config import DetectionConfig
+    from tasks.engine.config import load_config
+
+    def make(run: Path, *overrides: str) -> DetectionConfig:
+        return load_config(CPU_CONFIG, _tiny_overrides(run, *overrides), DetectionConfig)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def train_det_main():
+    """``main(run_dir, *overrides) -> exit code`` of tools/train_det.py on the tiny CPU config."""
+    spec = importlib.util.spec_from_file_location("train_det_tool", ROOT / "tools" / "train_det.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def main(run: Path, *overrides: str) -> int:
+        return module.main([str(CPU_CONFIG), *_tiny_overrides(run, *overrides)])
+
+    return main

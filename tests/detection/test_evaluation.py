@@ -138,3 +138,31 @@ def test_results_file_not_json_or_not_list(tmp_path, coco_root):
     (tmp_path / "r.json").write_text("{}")
     with pytest.raises(ResultsError, match="expected a JSON list"):
         evaluate_results_file(coco_root / "annotations.json", tmp_path / "r.json")
+
+
+def test_no_detections_identical_to_pycocotools(gt, tmp_path):
+    """pycocotools cannot load an empty results list; an empty detection file is its own way to say it."""
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "none.json").write_text(json.dumps({**gt, "annotations": []}))
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO(str(tmp_path / "gt.json"))
+        coco_eval = COCOeval(coco_gt, COCO(str(tmp_path / "none.json")), "bbox")
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+    metrics, per_class = CocoEvaluator(gt).evaluate([])
+    np.testing.assert_array_equal([metrics[k] for k in STAT_NAMES], coco_eval.stats)
+    # The synthetic boxes are all small: no ground truth in the medium and large ranges, so -1 there.
+    assert metrics["APs"] == 0.0 and metrics["APm"] == metrics["APl"] == metrics["ARl"] == -1.0
+    assert [r["AP"] for r in per_class] == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("with_detections", [False, True])
+def test_ground_truth_without_objects_is_minus_one_as_pycocotools(gt, tmp_path, with_detections):
+    empty = {**gt, "annotations": []}
+    results = noisy_detections(gt)[:5] if with_detections else []
+    metrics, per_class = CocoEvaluator(empty).evaluate(results)
+    assert set(metrics.values()) == {-1.0} and all(math.isnan(r["AP"]) for r in per_class)
+    if with_detections:
+        reference = pycocotools_reference(empty, results, tmp_path)
+        np.testing.assert_array_equal([metrics[k] for k in STAT_NAMES], reference)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -43,10 +44,9 @@ def binary_dataset(tmp_path: Path) -> Path:
     return write_folder_dataset(tmp_path / "binary")
 
 
-@pytest.fixture
-def multiclass_dataset(tmp_path: Path) -> Path:
+def write_multiclass_dataset(root: Path) -> Path:
     """Six 48x48 images with masks 0/1/2 and a dataset.json manifest grouping them into 3 patients."""
-    root = write_folder_dataset(tmp_path / "multi", classes=3, value_scale=1)
+    root = write_folder_dataset(root, classes=3, value_scale=1)
     manifest = {
         "channel_names": {"0": "gray"},
         "labels": {"background": 0, "disc": 1, "square": 2},
@@ -58,6 +58,18 @@ def multiclass_dataset(tmp_path: Path) -> Path:
     }
     (root / "dataset.json").write_text(json.dumps(manifest))
     return root
+
+
+@pytest.fixture
+def multiclass_dataset(tmp_path: Path) -> Path:
+    """Six 48x48 images with masks 0/1/2 and a dataset.json manifest grouping them into 3 patients."""
+    return write_multiclass_dataset(tmp_path / "multi")
+
+
+@pytest.fixture(scope="session")
+def make_multiclass_dataset():
+    """The writer of `multiclass_dataset`, for module-scoped fixtures (tests import nothing from here)."""
+    return write_multiclass_dataset
 
 
 @pytest.fixture
@@ -80,3 +92,47 @@ def nifti_dataset(tmp_path: Path) -> Path:
     manifest = {"labels": {"background": 0, "organ": 1}, "format": "nifti", "channel_names": {"0": "CT"}}
     (root / "dataset.json").write_text(json.dumps(manifest))
     return root
+
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = ROOT / "configs" / "segmentation"
+TINY = [
+    "model.arch=resnet18",
+    "model.weights=null",
+    "model.decoder_channels=[32,16,16,16,16]",
+    "aug.crop_size=[32,32]",
+    "train.epochs=1",
+    "train.batch_size=2",
+    "train.num_workers=0",
+    "train.max_steps_per_epoch=2",
+    "train.tensorboard=false",
+    "train.plots=false",
+    "train.warmup_epochs=0",
+    "device=cpu",
+    "eval.overlays=0",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_seg_config():
+    """``make(config_name, run_dir, *overrides) -> SegRunConfig``: a shipped config shrunk to seconds."""
+    from tasks.engine.config import load_config
+    from tasks.segmentation.config import SegRunConfig
+
+    def make(name: str, run: Path, *overrides: str) -> SegRunConfig:
+        return load_config(CONFIGS / name, [*TINY, f"output_dir={run}", *overrides], SegRunConfig)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def train_seg_main():
+    """``main(config_name, run_dir, *overrides) -> exit code`` of tools/train_seg.py on a tiny setup."""
+    spec = importlib.util.spec_from_file_location("train_seg_tool", ROOT / "tools" / "train_seg.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def main(name: str, run: Path, *overrides: str) -> int:
+        return module.main([str(CONFIGS / name), *TINY, f"output_dir={run}", *overrides])
+
+    return main
