@@ -2,7 +2,6 @@
 
 from .config import ClsConfig, ClsDataConfig, ClsModelConfig
 from .datasets import DataError, ImageListDataset, scan_image_folder, stratified_split
-from .images import CorruptImageError, load_image, to_rgb
 from .model import ClassificationHead, CosineLinear, ImageClassifier, build_classifier
 from .task import ClassificationTask
 
@@ -12,14 +11,11 @@ __all__ = [
     "ClsConfig",
     "ClsDataConfig",
     "ClsModelConfig",
-    "CorruptImageError",
     "CosineLinear",
     "DataError",
     "ImageClassifier",
     "ImageListDataset",
     "build_classifier",
-    "load_image",
     "scan_image_folder",
     "stratified_split",
-    "to_rgb",
 ]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
+from tasks.common.backbone import MOVED_BACKBONE_KEYS, BackboneConfig
 from tasks.engine.config import RunConfig
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -14,13 +16,10 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 class ClsModelConfig:
     """Backbone + pooling + dropout + linear (or cosine) head."""
 
-    arch: str = "resnet18"  # any backbones.ARCHS key
-    weights: str = ""  # torchvision name (IMAGENET1K_V2), timm name, local path or URL; "" = random init
+    MOVED_KEYS: ClassVar[dict[str, str]] = MOVED_BACKBONE_KEYS
+
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
     num_classes: int = 0  # 0 = number of classes found in the data
-    stem_type: str = "default"  # default | deep | small (3x3 stride 1, no max-pool, for 32x32 images)
-    frozen_stages: int = -1  # OpenMMLab meaning: -1 none, 0 stem, k stem + layer1..k
-    norm_eval: bool = False  # keep every BatchNorm in eval mode while training
-    drop_path_rate: float = 0.0  # stochastic depth in the backbone
     pool: str = "avg"  # avg | max | avgmax | catavgmax (timm SelectAdaptivePool2d)
     dropout: float = 0.0  # before the classifier
     head: str = "linear"  # linear | cosine

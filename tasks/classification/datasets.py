@@ -12,9 +12,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from tasks.common.images import IMAGE_SUFFIXES, ImageReadError, check_image, read_pil
 from tasks.files import has_junk_part, visible_children
-
-from .images import IMG_EXTENSIONS, CorruptImageError, load_image
 
 log = logging.getLogger("tasks.classification")
 
@@ -33,7 +32,7 @@ class Sample:
 
 
 class ImageListDataset(Dataset):
-    """(image, label) pairs from a list of samples; images are decoded and converted to RGB on access."""
+    """(image, label) pairs from a list of samples; images are read as RGB (tasks.common.images) on access."""
 
     def __init__(self, samples: Sequence[Sample], classes: Sequence[str], transform: Callable | None = None):
         self.samples = list(samples)
@@ -45,7 +44,7 @@ class ImageListDataset(Dataset):
 
     def __getitem__(self, index: int):
         sample = self.samples[index]
-        image = load_image(sample.path)
+        image = read_pil(sample.path)
         if self.transform is not None:
             image = self.transform(image)
         return image, sample.label
@@ -118,11 +117,11 @@ def scan_image_folder(
     for label, name in enumerate(classes):
         folder = root / name
         found = _class_files(folder)
-        files = sorted(p for p in found if p.suffix.lower() in IMG_EXTENSIONS)
-        ignored += [p for p in found if p.suffix.lower() not in IMG_EXTENSIONS]
+        files = sorted(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES)
+        ignored += [p for p in found if p.suffix.lower() not in IMAGE_SUFFIXES]
         if not files:
             raise DataError(
-                f"class folder {folder} has no images (extensions {', '.join(IMG_EXTENSIONS)}); "
+                f"class folder {folder} has no images (extensions {', '.join(IMAGE_SUFFIXES)}); "
                 "remove it or add images"
             )
         samples += [Sample(p, label) for p in files]
@@ -223,8 +222,8 @@ def check_images(samples: list[Sample], skip_corrupt: bool, what: str) -> list[S
     good, bad = [], []
     for sample in samples:
         try:
-            load_image(sample.path)
-        except CorruptImageError as err:
+            check_image(sample.path, decode=True)
+        except ImageReadError as err:
             if not skip_corrupt:
                 raise DataError(f"{err} ({what}); fix or remove it, or set data.skip_corrupt=true") from None
             bad.append(sample.path)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from timm.layers import SelectAdaptivePool2d
 from torch import Tensor, nn
 
-from backbones import create_backbone
+from tasks.common.backbone import build_backbone
 
 from .config import ClsModelConfig
 
@@ -76,19 +76,14 @@ class ImageClassifier(nn.Module):
         return self.head(next(reversed(features.values())))
 
 
-def build_classifier(cfg: ClsModelConfig, num_classes: int) -> ImageClassifier:
-    """Translate the model config into keyword arguments (the model never sees the config)."""
+def build_classifier(cfg: ClsModelConfig, num_classes: int, load_weights: bool = True) -> ImageClassifier:
+    """Translate the model config into keyword arguments (the model never sees the config).
+
+    `load_weights=False` skips `model.backbone.weights` (a whole checkpoint is loaded right after).
+    """
     if num_classes < 1:
         raise ValueError(f"num_classes={num_classes}: need at least one class")
-    backbone = create_backbone(
-        cfg.arch,
-        weights=cfg.weights or None,
-        out_indices=(4,),
-        frozen_stages=cfg.frozen_stages,
-        norm_eval=cfg.norm_eval,
-        stem_type=cfg.stem_type,
-        drop_path_rate=cfg.drop_path_rate,
-    )
+    backbone = build_backbone(cfg.backbone, out_indices=(4,), load_weights=load_weights)
     head = ClassificationHead(
         backbone.feature_info.channels[-1], num_classes, cfg.pool, cfg.dropout, cfg.head, cfg.cosine_scale
     )

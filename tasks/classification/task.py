@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tasks.engine.config import config_to_dict
+from tasks.common.backbone import model_signature, upgrade_model_section
 from tasks.engine.monitor import progress, use_progress_bars
+from tasks.engine.registry import register_task
 from tasks.engine.task import Task
 
 from .config import ClsConfig
@@ -36,10 +37,12 @@ from .validation import validate_config
 log = logging.getLogger("tasks.classification")
 
 
+@register_task
 class ClassificationTask(Task):
     """Image classification on ImageFolder trees or CSV lists."""
 
     name = "classification"
+    config_cls = ClsConfig
     default_best_metric = "top1"
     best_mode = "max"
 
@@ -130,6 +133,9 @@ class ClassificationTask(Task):
         saved = [str(name) for name in meta.get("classes") or []]
         if not saved:
             return  # a checkpoint from before class lists were stored: nothing to compare with
+        if purpose == "load":
+            self._classes = saved  # the model is rebuilt from the file alone: no data to compare with
+            return
         current = self.classes
         if purpose == "weights":
             self._log_initial_head(saved, current, source)
@@ -240,15 +246,21 @@ class ClassificationTask(Task):
 
     # ---------------------------------------------------------------------------------------- model
 
-    def build_model(self) -> nn.Module:
-        return build_classifier(self.cfg.model, self.num_classes)
+    def build_model(self, pretrained: bool = True) -> nn.Module:
+        return build_classifier(self.cfg.model, self.num_classes, load_weights=pretrained)
 
     def model_signature(self) -> dict:
-        """Model config without `weights` (initialisation does not change the network) + class count."""
-        signature = config_to_dict(self.cfg.model)
-        signature.pop("weights", None)
-        signature["num_classes"] = self.num_classes
-        return signature
+        """The model section without what only initialises, plus the class count."""
+        return {**model_signature(self.cfg.model), "num_classes": self.num_classes}
+
+    @classmethod
+    def upgrade_config(cls, config: dict) -> dict:
+        return upgrade_model_section(config)
+
+    def meta_from_state(self, state: dict) -> dict:
+        """Older checkpoints stored no class names: numbered classes as many as the head has rows."""
+        rows = state.get("head.fc.weight")
+        return {"classes": [f"class{i}" for i in range(len(rows))]} if rows is not None else {}
 
     def _mixup_fn(self):
         data = self.cfg.data

@@ -11,56 +11,28 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from backbones.resnet import ARCHS, NUM_LEVELS, STEM_TYPES
-from tasks.engine.config import ConfigError
+from tasks.common.backbone import validate_backbone
+from tasks.engine.checks import check_one_of, check_range, invalid
 
 from .config import ClsConfig, ClsDataConfig, ClsModelConfig
 from .model import HEADS, POOLS
 from .transforms import AUGMENTS
 
 FORMATS = ("imagefolder", "csv")
-# Every image is decoded to RGB (images.load_image), so the network always sees 3 channels.
+# Every image is decoded to RGB (tasks.common.images.read_pil), so the network always sees 3 channels.
 INPUT_CHANNELS = 3
-
-
-def show(value) -> str:
-    """A value as the user wrote it: 0.0 as 0, lists item by item (for messages)."""
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(show(v) for v in value) + "]"
-    return repr(value)
-
-
-def fail(key: str, value, expected: str) -> ConfigError:
-    """The error for one bad value: `data.std=[0, 0, 0]: every value must be > 0`."""
-    return ConfigError(f"{key}={show(value)}: {expected}", key)
-
-
-def check_range(key: str, value: float, low: float, high: float, *, low_open=False, high_open=False) -> None:
-    """Require low <= value <= high (either end open on request) and a finite number."""
-    too_low = value <= low if low_open else value < low
-    too_high = value >= high if high_open else value > high
-    if not math.isfinite(value) or too_low or too_high:
-        interval = f"{'(' if low_open else '['}{show(low)}, {show(high)}{')' if high_open else ']'}"
-        raise fail(key, value, f"must be in {interval}")
-
-
-def check_one_of(key: str, value, allowed: Sequence) -> None:
-    if value not in allowed:
-        raise fail(key, value, f"expected one of {list(allowed)}")
 
 
 def check_channel_list(key: str, values: Sequence[float], positive: bool) -> None:
     """Per-channel normalisation values: one finite number per input channel (> 0 for std)."""
     if len(values) != INPUT_CHANNELS:
-        raise fail(
+        raise invalid(
             key, values, f"needs {INPUT_CHANNELS} values, one per input channel (images are read as RGB)"
         )
     if not all(math.isfinite(v) for v in values):
-        raise fail(key, values, "every value must be a finite number")
+        raise invalid(key, values, "every value must be a finite number")
     if positive and not all(v > 0 for v in values):
-        raise fail(key, values, "every value must be > 0")
+        raise invalid(key, values, "every value must be > 0")
 
 
 def check_class_list(classes: Sequence[str]) -> None:
@@ -68,12 +40,14 @@ def check_class_list(classes: Sequence[str]) -> None:
     if not classes:
         return
     if len(classes) < 2:
-        raise fail("data.classes", list(classes), "a classifier needs at least 2 classes ([] = the data's)")
+        raise invalid(
+            "data.classes", list(classes), "a classifier needs at least 2 classes ([] = the data's)"
+        )
     if any(not str(name).strip() for name in classes):
-        raise fail("data.classes", list(classes), "class names must not be empty")
+        raise invalid("data.classes", list(classes), "class names must not be empty")
     duplicates = sorted({name for name in classes if list(classes).count(name) > 1})
     if duplicates:
-        raise fail("data.classes", list(classes), f"duplicate names {duplicates}")
+        raise invalid("data.classes", list(classes), f"duplicate names {duplicates}")
 
 
 def validate_data(data: ClsDataConfig, batch_size: int) -> None:
@@ -81,52 +55,48 @@ def validate_data(data: ClsDataConfig, batch_size: int) -> None:
     check_one_of("data.format", data.format, FORMATS)
     check_one_of("data.augment", data.augment, AUGMENTS)
     if data.format == "csv" and not data.train_csv:
-        raise fail("data.train_csv", data.train_csv, "data.format=csv needs a CSV file (columns path,label)")
+        raise invalid(
+            "data.train_csv", data.train_csv, "data.format=csv needs a CSV file (columns path,label)"
+        )
     check_class_list(data.classes)
     check_range("data.val_ratio", data.val_ratio, 0.0, 1.0, high_open=True)
     if data.image_size < 1:
-        raise fail("data.image_size", data.image_size, "must be a positive number of pixels")
+        raise invalid("data.image_size", data.image_size, "must be a positive number of pixels")
     if data.resize_size < 0:
-        raise fail("data.resize_size", data.resize_size, "must be >= 0 (0 = data.image_size / 0.875)")
+        raise invalid("data.resize_size", data.resize_size, "must be >= 0 (0 = data.image_size / 0.875)")
     if data.augment != "cifar" and 0 < data.resize_size < data.image_size:
         # CenterCrop pads an image smaller than the crop with black borders instead of failing.
-        raise fail(
+        raise invalid(
             "data.resize_size",
             data.resize_size,
             f"must be 0 or >= data.image_size={data.image_size} (the center crop would pad the image)",
         )
     check_range("data.min_scale", data.min_scale, 0.0, 1.0, low_open=True)
-    if not math.isfinite(data.color_jitter) or data.color_jitter < 0:
-        raise fail("data.color_jitter", data.color_jitter, "must be >= 0 (0 = no jitter)")
+    check_range("data.color_jitter", data.color_jitter, 0.0, what="0 = no jitter")
     check_channel_list("data.mean", data.mean, positive=False)
     check_channel_list("data.std", data.std, positive=True)
     for key in ("mixup_alpha", "cutmix_alpha"):
-        value = getattr(data, key)
-        if not math.isfinite(value) or value < 0:
-            raise fail(f"data.{key}", value, "must be >= 0 (0 = off)")
+        check_range(f"data.{key}", getattr(data, key), 0.0, what="0 = off")
     check_range("data.mixup_prob", data.mixup_prob, 0.0, 1.0)
     if (data.mixup_alpha > 0 or data.cutmix_alpha > 0) and batch_size % 2:
         # timm's Mixup mixes each sample with its mirror in the batch: an odd batch cannot be paired.
-        raise fail("train.batch_size", batch_size, "mixup/cutmix need an even batch size")
+        raise invalid("train.batch_size", batch_size, "mixup/cutmix need an even batch size")
 
 
 def validate_model(model: ClsModelConfig) -> None:
     """Check every `model.*` value before the network is built (or the data is read)."""
-    check_one_of("model.arch", model.arch, sorted(ARCHS))
-    check_one_of("model.stem_type", model.stem_type, STEM_TYPES)
+    validate_backbone(model.backbone)
+    if model.backbone.in_chans != INPUT_CHANNELS:
+        raise invalid("model.backbone.in_chans", model.backbone.in_chans, "must be 3: images are read as RGB")
     check_one_of("model.pool", model.pool, POOLS)
     check_one_of("model.head", model.head, HEADS)
-    if not -1 <= model.frozen_stages < NUM_LEVELS:
-        raise fail("model.frozen_stages", model.frozen_stages, f"must be in -1..{NUM_LEVELS - 1}")
     if model.num_classes < 0 or model.num_classes == 1:
-        raise fail(
+        raise invalid(
             "model.num_classes", model.num_classes, "must be 0 (the data's classes) or at least 2 classes"
         )
-    check_range("model.drop_path_rate", model.drop_path_rate, 0.0, 1.0, high_open=True)
     check_range("model.dropout", model.dropout, 0.0, 1.0, high_open=True)
     check_range("model.label_smoothing", model.label_smoothing, 0.0, 1.0, high_open=True)
-    if not math.isfinite(model.cosine_scale) or model.cosine_scale <= 0:
-        raise fail("model.cosine_scale", model.cosine_scale, "must be > 0")
+    check_range("model.cosine_scale", model.cosine_scale, 0.0, low_open=True)
 
 
 def validate_config(cfg: ClsConfig) -> None:

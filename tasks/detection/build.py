@@ -7,28 +7,12 @@ import warnings
 from pathlib import Path
 
 import torch
-from torch import nn
 from torchvision.models.detection import FasterRCNN
-from torchvision.ops import FrozenBatchNorm2d
 
-from backbones import create_backbone
+from tasks.common.backbone import build_backbone, group_norm
 
-from .config import NORMS, DetModelConfig
+from .config import DetModelConfig
 from .model import build_faster_rcnn, load_torchvision_detector_weights
-
-
-def resolve_norm(cfg: DetModelConfig) -> str:
-    """``auto`` -> ``frozen_bn`` when starting from pretrained weights (small detection batches make
-    batch statistics noisy, so torchvision and detectron2 freeze them), else trainable ``bn``."""
-    if cfg.norm not in NORMS:
-        raise ValueError(f"model.norm must be one of {NORMS}, got {cfg.norm!r}")
-    if cfg.norm != "auto":
-        return cfg.norm
-    return "frozen_bn" if (cfg.weights or cfg.detector_weights) else "bn"
-
-
-def _group_norm(num_channels: int, groups: int) -> nn.GroupNorm:
-    return nn.GroupNorm(groups, num_channels)
 
 
 def build_detector(cfg: DetModelConfig, num_classes: int, *, load_weights: bool = True) -> FasterRCNN:
@@ -39,33 +23,16 @@ def build_detector(cfg: DetModelConfig, num_classes: int, *, load_weights: bool 
         num_classes: classes including background.
         load_weights: load ``cfg.weights`` / ``cfg.detector_weights`` (off when a full checkpoint follows).
     """
-    norm = resolve_norm(cfg)
-    pretrained = bool(cfg.weights or cfg.detector_weights)
-    if norm == "frozen_bn" and not pretrained:
+    norm = cfg.backbone.norm
+    if norm == "frozen_bn" and not (cfg.backbone.weights or cfg.detector_weights):
         warnings.warn(
-            "model.norm=frozen_bn without model.weights or model.detector_weights freezes the random "
-            "BatchNorm initialisation (identity); use norm=bn or gn when training from scratch.",
+            "model.backbone.norm=frozen_bn without model.backbone.weights or model.detector_weights freezes "
+            "the random BatchNorm initialisation (identity); use norm=bn or gn when training from scratch.",
             UserWarning,
             stacklevel=2,
         )
-    if norm == "gn":
-        for channels in (cfg.fpn_channels, 64):
-            if channels % cfg.gn_groups:
-                raise ValueError(f"model.gn_groups={cfg.gn_groups} must divide {channels} channels")
-    backbone_norm = {
-        "frozen_bn": FrozenBatchNorm2d,
-        "bn": None,
-        "gn": functools.partial(_group_norm, groups=cfg.gn_groups),
-    }[norm]
-    fpn_norm = functools.partial(_group_norm, groups=cfg.gn_groups) if norm == "gn" else None
-    backbone = create_backbone(
-        cfg.arch,
-        weights=(cfg.weights or None) if load_weights else None,
-        out_indices=tuple(cfg.out_indices),
-        frozen_stages=cfg.frozen_stages,
-        norm_eval=cfg.norm_eval,
-        norm_layer=backbone_norm,
-    )
+    fpn_norm = functools.partial(group_norm, groups=cfg.backbone.norm_groups) if norm == "gn" else None
+    backbone = build_backbone(cfg.backbone, out_indices=cfg.out_indices, load_weights=load_weights)
     model = build_faster_rcnn(
         backbone,
         num_classes,

@@ -3,26 +3,25 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
+from tasks.common.backbone import MOVED_BACKBONE_KEYS, BackboneConfig
 from tasks.engine.config import RunConfig
 
 from .transforms import AugmentConfig
-
-NORMS = ("auto", "frozen_bn", "bn", "gn")
 
 
 @dataclass
 class DetModelConfig:
     """Backbone, FPN and Faster R-CNN settings. Defaults are torchvision's fasterrcnn_resnet50_fpn."""
 
-    arch: str = "resnet50"
-    weights: str = ""  # backbone weights: torchvision/timm name, file or URL ("" = random init)
+    MOVED_KEYS: ClassVar[dict[str, str]] = MOVED_BACKBONE_KEYS
+
+    # backbone.norm=gn also puts GroupNorm (backbone.norm_groups) in the FPN; frozen_bn is torchvision's
+    # choice with pretrained weights (torchvision's trainable_layers=3 is backbone.frozen_stages=1).
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
     detector_weights: str = ""  # torchvision Faster R-CNN state dict file (e.g. COCO-trained) to start from
-    out_indices: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
-    frozen_stages: int = -1  # OpenMMLab meaning; torchvision's trainable_layers=3 is frozen_stages=1
-    norm: str = "auto"  # auto (frozen_bn with pretrained weights, else bn) | frozen_bn | bn | gn
-    norm_eval: bool = False  # keep BatchNorm statistics fixed while training (norm=bn)
-    gn_groups: int = 32  # groups for norm=gn (backbone and FPN)
+    out_indices: list[int] = field(default_factory=lambda: [1, 2, 3, 4])  # backbone levels the FPN reads
     fpn_channels: int = 256
     extra_level: str = "pool"  # pool | p6p7 | none
     anchor_sizes: list[list[int]] = field(default_factory=list)  # one list per FPN level; [] = 8 x stride

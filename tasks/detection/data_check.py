@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from tasks.common.images import ImageReadError, check_image
 
 POLICIES = ("fail", "clip", "drop")
 
@@ -208,14 +208,20 @@ def _image_problems(img: dict, image_root: str | Path | None, check_files: bool)
     if not path.is_file():
         return [Problem("missing_file", f"image file {str(path)!r} does not exist", **ctx)]
     try:
-        with Image.open(path) as im:  # reads the header only: cheap even for large datasets
-            size = im.size
-    except (UnidentifiedImageError, OSError) as e:
-        return [Problem("unreadable_image", f"cannot decode {str(path)!r}: {e}", **ctx)]
-    if size != (width, height):
-        return [
-            Problem("size_mismatch", f"JSON says {width}x{height} but the file is {size[0]}x{size[1]}", **ctx)
-        ]
+        header = check_image(path)  # reads the header only: cheap even for large datasets
+    except ImageReadError as e:
+        return [Problem("unreadable_image", f"cannot decode {str(path)!r}: {e.reason}", **ctx)]
+    # The size as displayed (EXIF orientation applied): the images are read upright and COCO boxes are
+    # drawn on the upright image, as annotation tools show it.
+    if (header.width, header.height) != (width, height):
+        message = f"JSON says {width}x{height} but the file is {header.width}x{header.height}"
+        if header.orientation != 1:
+            stored = header.stored_size
+            message += (
+                f" as displayed (EXIF orientation {header.orientation} turns its stored {stored[0]}x"
+                f"{stored[1]} pixels; width, height and boxes must describe the displayed image)"
+            )
+        return [Problem("size_mismatch", message, **ctx)]
     return []
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
+
+from tasks.common.images import read_image
 
 
 class CategoryMap:
@@ -56,22 +57,6 @@ class CategoryMap:
     def describe(self) -> str:
         """The classes in label order for messages, e.g. ``['square' (id 3), 'bar' (id 7)]``."""
         return "[" + ", ".join(f"{n!r} (id {c})" for c, n in zip(self.cat_ids, self.names, strict=True)) + "]"
-
-
-def load_rgb(path: str | Path) -> np.ndarray:
-    """Decode an image file as HxWx3 uint8 RGB (grayscale, palette, 16-bit and RGBA are converted)."""
-    with Image.open(path) as im:
-        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-            # PIL's convert("RGB") saturates 16-bit data; rescale to 8 bits first.
-            arr = np.asarray(im, dtype=np.float32)
-            arr = (arr / max(float(arr.max()), 1.0) * 255.0).astype(np.uint8)
-            return np.repeat(arr[:, :, None], 3, axis=2)
-        if im.mode in ("RGBA", "LA", "P", "PA"):
-            # Composite transparency on black rather than keeping undefined colour under alpha=0.
-            im = im.convert("RGBA")
-            background = Image.new("RGBA", im.size, (0, 0, 0, 255))
-            im = Image.alpha_composite(background, im)
-        return np.array(im.convert("RGB"))  # a writable copy (torch.from_numpy warns on read-only)
 
 
 def split_image_ids(image_ids: Sequence[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -159,7 +144,7 @@ class CocoDetection(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict]:
         info = self.images[index]
-        image = load_rgb(self.image_root / info["file_name"])
+        image = read_image(self.image_root / info["file_name"])  # upright, as its COCO boxes were drawn
         boxes, labels = self.raw_target(index)
         if self.transform is not None:
             image, boxes, labels = self.transform(image, boxes, labels)

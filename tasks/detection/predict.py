@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
+from tasks.common.images import IMAGE_SUFFIXES, read_image
 from tasks.engine.checkpoint import load_checkpoint
 from tasks.engine.config import config_from_dict
 from tasks.files import visible_children
@@ -16,9 +16,7 @@ from tasks.files import visible_children
 from .build import build_detector
 from .classes import map_from_meta
 from .config import DetectionConfig
-from .dataset import CategoryMap, load_rgb
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+from .dataset import CategoryMap
 
 
 def load_detector(
@@ -74,7 +72,7 @@ def predict_images(
     out: list[tuple[torch.Tensor, dict]] = []
     for start in range(0, len(paths), batch_size):
         images = [
-            torch.from_numpy(np.ascontiguousarray(load_rgb(p))).permute(2, 0, 1).float().div_(255.0)
+            torch.from_numpy(read_image(p)).permute(2, 0, 1).float().div_(255.0)
             for p in paths[start : start + batch_size]
         ]
         outputs = model([img.to(device) for img in images])

@@ -12,17 +12,19 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import Dataset, Sampler
 
+from tasks.common.backbone import model_signature, upgrade_model_section
+from tasks.engine.registry import register_task
 from tasks.engine.task import Task
 
-from .build import build_detector, resolve_norm
+from .build import build_detector
 from .classes import align_with_checkpoint, map_from_meta, meta_from_map
 from .config import DetDataConfig, DetectionConfig
-from .config_check import validate_config
 from .data_check import DatasetError, apply_policy, check_coco, load_coco_json
 from .dataset import CategoryMap, CocoDetection, collate_detection, split_image_ids, subset_coco
 from .evaluation import CocoEvaluator, detections_to_coco, format_per_class_table
 from .sampler import GroupedBatchSampler, aspect_ratio_groups
 from .transforms import DetectionTransform
+from .validation import validate_config
 from .visualize import draw_detections, save_png
 
 log = logging.getLogger("tasks.detection")
@@ -78,10 +80,12 @@ def require_objects(data: dict, source: str, why: str) -> None:
         )
 
 
+@register_task
 class DetectionTask(Task):
     """Faster R-CNN + FPN on a COCO-format dataset; best checkpoint by COCO AP."""
 
     name = "detection"
+    config_cls = DetectionConfig
     default_best_metric = "AP"
     best_mode = "max"
 
@@ -107,9 +111,19 @@ class DetectionTask(Task):
         wanted = map_from_meta(meta or {}, source)
         if wanted is None:
             return  # a checkpoint from before classes were recorded: nothing to compare
+        if purpose == "load":  # rebuilding from the file alone: its classes, no annotation file read
+            self.category_map = wanted
+            m = self.cfg.model
+            m.category_ids, m.class_names = list(wanted.cat_ids), list(wanted.names)
+            return
         self._checkpoint = (wanted, source, purpose)
         self.category_map = None  # resolved again, now against the checkpoint's classes
         self.categories()  # fail now, before any image is read, if the classes differ
+
+    def meta_from_state(self, state: dict) -> dict:
+        """Older checkpoints: the categories their saved config recorded (model.category_ids)."""
+        m = self.cfg.model
+        return {"category_ids": list(m.category_ids), "class_names": list(m.class_names)}
 
     def categories(self) -> CategoryMap:
         """The label <-> category id map: the training file's categories in the label order of the
@@ -273,18 +287,28 @@ class DetectionTask(Task):
         )
 
     # ----------------------------------------------------------------------------------------- model
-    def build_model(self) -> nn.Module:
-        return build_detector(self.cfg.model, self.categories().num_classes)
+    def build_model(self, pretrained: bool = True) -> nn.Module:
+        return build_detector(self.cfg.model, self.categories().num_classes, load_weights=pretrained)
+
+    @classmethod
+    def upgrade_config(cls, config: dict) -> dict:
+        """Older configs: backbone keys (and norm, gn_groups) into model.backbone; norm=auto resolved."""
+        model = dict(config.get("model") or {})
+        norm, pretrained = model.pop("norm", None), model.get("weights") or model.get("detector_weights")
+        if norm == "auto":
+            norm = "frozen_bn" if pretrained else "bn"
+        upgraded = upgrade_model_section({**config, "model": model})
+        if norm:
+            upgraded["model"]["backbone"]["norm"] = norm
+        return upgraded
 
     def model_signature(self) -> dict:
         """What a resumed or evaluated checkpoint must match: the architecture and the number of classes,
         not the weights files or test-time thresholds (those may change between runs of the same model)."""
         m = self.cfg.model
         return {
-            "arch": m.arch,
+            "backbone": model_signature(m)["backbone"],
             "out_indices": list(m.out_indices),
-            "norm": resolve_norm(m),
-            "gn_groups": m.gn_groups,
             "fpn_channels": m.fpn_channels,
             "extra_level": m.extra_level,
             "anchors_per_location": [len(s) * len(m.aspect_ratios) for s in m.anchor_sizes]

@@ -6,8 +6,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 
-from PIL import Image
-
+from tasks.common.images import check_image
 from tasks.files import visible_children
 
 DIFFICULT_MODES = ("ignore", "keep", "drop")
@@ -88,8 +87,8 @@ def voc_to_coco(
             int(_number(size, "height", path)) if size is not None and size.find("height") is not None else 0
         )
         if (width <= 0 or height <= 0) and image_dir is not None:
-            with Image.open(Path(image_dir) / file_name) as im:
-                width, height = im.size
+            header = check_image(Path(image_dir) / file_name)  # the displayed size, as boxes are drawn
+            width, height = header.width, header.height
         if width <= 0 or height <= 0:
             raise ValueError(f"{str(path)!r}: no usable <size>; pass image_dir to read it from the image")
         images.append({"id": image_id, "file_name": file_name, "width": width, "height": height})

@@ -16,6 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
+# Layout of the checkpoints the Trainer writes (stored with the task's name); readers refuse newer ones.
+CHECKPOINT_VERSION = 1
+
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, unreadable or incompatible; the message names the file."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.resources
 import re
 import types
 import typing
@@ -176,6 +177,32 @@ class RunConfig:
 # ----------------------------------------------------------------------------------------------- YAML
 
 
+def shipped_config(path: str | Path) -> Path | None:
+    """The copy of a `configs/...` file that ships with the package (package data of `tasks.configs`).
+
+    Returns None when `path` does not start with `configs/` or names no shipped file.
+    """
+    parts = Path(path).parts
+    if len(parts) < 2 or parts[0] != "configs":
+        return None
+    try:
+        root = importlib.resources.files("tasks.configs")
+    except ModuleNotFoundError:  # a checkout used without `pip install -e .`
+        return None
+    candidate = Path(str(root)).joinpath(*parts[1:])
+    return candidate if candidate.is_file() else None
+
+
+def find_config(path: str | Path) -> Path:
+    """`path` if it exists, else the shipped config it names (`configs/detection/x.yaml` from any folder).
+
+    An installed package leaves no configs/ folder in the user's working directory; the documented
+    commands name `configs/...` paths, which then resolve to the installed copies.
+    """
+    path = Path(path)
+    return path if path.exists() else shipped_config(path) or path
+
+
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -204,9 +231,10 @@ def deep_merge(base: dict, update: dict) -> dict:
 def load_yaml_with_bases(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     """Read a YAML file and merge its `_base_` files (a path or a list, relative to the file) under it.
 
-    Later bases override earlier ones; the file's own keys override all bases.
+    Later bases override earlier ones; the file's own keys override all bases. A `configs/...` path (the
+    file or a base) that does not exist is looked up among the shipped configs (`find_config`).
     """
-    path = Path(path).resolve()
+    path = find_config(path).resolve()
     if path in _seen:
         chain = " -> ".join(str(p) for p in (*_seen, path))
         raise ConfigError(f"circular _base_ chain: {chain}")
@@ -218,7 +246,10 @@ def load_yaml_with_bases(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict
         raise ConfigError(f"{path}: {BASE_KEY} must be a path or a list of paths, got {bases!r}")
     merged: dict = {}
     for base in bases:
-        merged = deep_merge(merged, load_yaml_with_bases(path.parent / base, (*_seen, path)))
+        base_path = path.parent / base
+        if not base_path.exists():  # a user's config may build on a shipped one: `configs/...`
+            base_path = shipped_config(base) or base_path
+        merged = deep_merge(merged, load_yaml_with_bases(base_path, (*_seen, path)))
     return deep_merge(merged, data)
 
 
@@ -359,6 +390,9 @@ def _from_dict(schema: type[T], data: dict, where: str = "") -> T:
     for key, value in data.items():
         full = f"{where}.{key}" if where else str(key)
         if key not in fields:
+            moved = getattr(schema, "MOVED_KEYS", {}).get(key)
+            if moved:
+                raise ConfigError(f"config key {full!r} has moved: write it as {moved!r}", full)
             raise ConfigError(f"unknown config key {full!r}: {_suggest(str(key), list(fields))}", full)
         kwargs[key] = _convert(value, hints[key], full)
     return schema(**kwargs)
@@ -399,7 +433,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None, schema: ty
 
     Args:
         path: YAML file.
-        overrides: strings like `train.lr=0.01` or `model.arch=resnet34` (applied after the files).
+        overrides: strings like `train.lr=0.01` or `model.backbone.arch=resnet34` (applied after the files).
         schema: the config dataclass to build.
 
     Returns:

@@ -35,7 +35,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     for group in groups:
         group["params"] = [p for p in group["params"] if p.requires_grad]
     if not groups:
-        raise ConfigError("the model has no trainable parameters (check model.frozen_stages)")
+        raise ConfigError("the model has no trainable parameters (check model.backbone.frozen_stages)")
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     return torch.optim.AdamW(groups, lr=cfg.lr)

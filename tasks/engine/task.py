@@ -27,14 +27,20 @@ class Task:
     """
 
     name: str = "task"
+    config_cls: type | None = None  # the RunConfig subclass of this task (the registry needs it)
     default_best_metric: str = "loss"
     best_mode: str = "min"
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
 
-    def build_model(self) -> nn.Module:
-        """Return the model (on CPU; the Trainer moves it)."""
+    def build_model(self, pretrained: bool = True) -> nn.Module:
+        """Return the model (on CPU; the Trainer moves it).
+
+        Args:
+            pretrained: load the configured backbone (and detector) weights; False when a checkpoint's
+                weights are loaded right after, so nothing is read or downloaded for nothing.
+        """
         raise NotImplementedError
 
     def build_datasets(self) -> tuple[Dataset, Dataset | None]:
@@ -95,8 +101,22 @@ class Task:
             meta: the checkpoint's "task_meta" ({} for checkpoints that have none).
             source: the checkpoint path, for messages.
             purpose: "resume", "eval" (both need the same meaning: label order of the checkpoint, or an
-                error naming what differs) or "weights" (initialisation: differences are only logged).
+                error naming what differs), "weights" (initialisation: differences are only logged) or
+                "load" (rebuilding the model from the checkpoint alone: take the meta as it is, read no
+                data).
         """
+
+    def meta_from_state(self, state: dict) -> dict:
+        """`checkpoint_meta()` for a checkpoint that has none, from its tensors and config (older files).
+
+        Default: nothing to say. A task whose head size comes from the data overrides this.
+        """
+        return {}
+
+    @classmethod
+    def upgrade_config(cls, config: dict) -> dict:
+        """A saved config dict brought to today's schema (keys that moved); default unchanged."""
+        return config
 
     def model_signature(self) -> dict:
         """What must match for --resume to accept a checkpoint (default: the `model` config section)."""

@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from .checkpoint import CheckpointError, get_rng_state, load_checkpoint, set_rng_state
+from .checkpoint import CHECKPOINT_VERSION, CheckpointError, get_rng_state, load_checkpoint, set_rng_state
 from .checkpointing import CheckpointKeeper, LoopState, should_stop_early
 from .config import ConfigError, RunConfig, config_to_dict, save_config, validate_train_config
 from .data import build_train_loader, build_val_loader, set_start
@@ -44,9 +44,6 @@ from .task import Task
 from .weights import check_signature, load_weights_into
 
 log = logging.getLogger("tasks.engine")
-
-# Version of the checkpoint layout written by `Trainer._checkpoint` (stored with the task's name).
-CHECKPOINT_VERSION = 1
 
 
 class NonFiniteLossError(RuntimeError):
@@ -169,7 +166,14 @@ class Trainer:
         """
         self.model.load_state_dict(ckpt["model"])
         configured = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        try:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        except ValueError as err:  # torch: parameter groups of another size
+            raise CheckpointError(
+                f"cannot resume from {path}: its optimizer state holds other trainable parameters than "
+                f"this run ({err}). Did model.backbone.frozen_stages change? Use --weights to start a new "
+                "run from it instead."
+            ) from None
         for group, settings in zip(self.optimizer.param_groups, configured):
             group.update(settings)
         changed = _changed_train_keys(ckpt.get("config", {}).get("train", {}), config_to_dict(self.tcfg))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
+from tasks.common.backbone import MOVED_BACKBONE_KEYS, BackboneConfig
 from tasks.engine.config import RunConfig
 
 # model.method -> the head base training uses (ProtoNet trains on episodes, without a head).
@@ -18,10 +20,10 @@ class FewShotModelConfig:
     (episodic training, no head). Every method is evaluated the same way by tools/eval_fewshot.py.
     """
 
+    MOVED_KEYS: ClassVar[dict[str, str]] = MOVED_BACKBONE_KEYS
+
     method: str = "baseline"
-    arch: str = "resnet18"
-    weights: str = ""  # "" = random init; torchvision/timm name, path or URL otherwise
-    stem_type: str = "default"  # default | small (3x3/1 stem without max-pool, for tiny images) | deep
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)  # in_chans 1 for grayscale images
     cosine_scale: float = 0.0  # Baseline++ logit scale; 0 = Chen et al.'s rule (2 if <= 200 classes else 10)
 
 
@@ -29,9 +31,10 @@ class FewShotModelConfig:
 class FewShotDataConfig:
     """Section `data:`: the class-folder dataset, its class-level split and the episodes used in training."""
 
+    MOVED_KEYS: ClassVar[dict[str, str]] = {"channels": "model.backbone.in_chans"}
+
     root: str = ""
     image_size: int = 32
-    channels: int = 1  # 1 = grayscale (Omniglot), 3 = RGB
     split_fractions: list[float] = field(default_factory=lambda: [0.6, 0.2, 0.2])  # base, val, novel
     split_seed: int = 0
     split_by: str = "class"  # class | group (whole groups, e.g. alphabets, go to one part)

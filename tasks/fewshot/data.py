@@ -2,7 +2,8 @@
 
 torchvision's `ImageFolder` only knows flat trees and silently drops empty classes; few-shot needs the
 group level (Omniglot alphabet/character, for same-group episodes) and loud errors on empty or malformed
-class folders, so the scan is written here. Decoding and resizing use PIL + torchvision transforms.
+class folders, so the scan is written here. Images are read by `tasks.common.images` (the policy every task
+shares) and resized by torchvision transforms.
 """
 
 from __future__ import annotations
@@ -12,27 +13,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from tasks.common.images import IMAGE_SUFFIXES, ImageReadError, check_image, is_image_file, read_image
 from tasks.files import is_junk
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-
-# 8-bit modes that PIL converts to "L"/"RGB" without losing information. 16/32-bit integer and float modes
-# ("I", "I;16", "F") would be clipped to 0..255 by `convert`, silently destroying the image: refuse them.
-SUPPORTED_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
 
 
 class FewShotDataError(ValueError):
     """Bad few-shot input (folders, classes, episodes); the message names the file, class or value."""
-
-
-def is_image_file(path: str | os.PathLike) -> bool:
-    """Whether `path` has one of the image extensions in `IMAGE_EXTENSIONS` (case-insensitive)."""
-    return str(path).lower().endswith(IMAGE_EXTENSIONS)
 
 
 @dataclass(frozen=True)
@@ -134,7 +125,7 @@ def scan_class_folders(root: str | os.PathLike, min_images: int = 1) -> ClassFol
             empty_leaves.append(rel)
     if empty_leaves and min_images > 0:
         raise FewShotDataError(
-            f"class folder {root / empty_leaves[0]} has no images (extensions {', '.join(IMAGE_EXTENSIONS)})"
+            f"class folder {root / empty_leaves[0]} has no images (extensions {', '.join(IMAGE_SUFFIXES)})"
             + (f"; {len(empty_leaves) - 1} more empty folders" if len(empty_leaves) > 1 else "")
         )
     if not class_dirs:
@@ -160,29 +151,22 @@ def scan_class_folders(root: str | os.PathLike, min_images: int = 1) -> ClassFol
 
 
 def check_image_headers(paths: Sequence[str | os.PathLike]) -> None:
-    """Open every image header (no decoding: fast) and refuse unreadable files and lossy modes up front.
+    """Open every image header (no decoding: fast) and refuse files that are not readable images up front.
 
-    Mixed sizes and 8-bit modes are fine (every image is converted and resized the same way), so they are
-    not errors; files PIL cannot identify, and 16-bit/float modes that `convert` would clip, are.
+    Mixed sizes, modes and depths are fine: every image is read the same way (`tasks.common.images`).
 
     Raises:
-        FewShotDataError: naming the first bad file and what was expected.
+        FewShotDataError: naming the first unreadable file and why.
     """
     for path in paths:
         try:
-            with Image.open(path) as image:
-                mode = image.mode
-        except (UnidentifiedImageError, OSError) as error:
-            raise FewShotDataError(f"cannot read image {path}: {error}") from error
-        if mode not in SUPPORTED_MODES:
-            raise FewShotDataError(
-                f"image {path} has mode {mode!r}; expected an 8-bit mode ({', '.join(SUPPORTED_MODES)}): "
-                "convert 16-bit or float images to 8 bits first"
-            )
+            check_image(path)
+        except ImageReadError as error:
+            raise FewShotDataError(str(error)) from error
 
 
 class ImageTransform:
-    """PIL image -> float tensor (channels, size, size) in [-1, 1] (mean 0.5 / std 0.5 normalisation).
+    """(H, W, channels) uint8 image -> float tensor (channels, size, size) in [-1, 1] (mean 0.5, std 0.5).
 
     Two stages so that datasets can cache the deterministic part (decode, convert, resize) and redo only
     the random augmentation per sample.
@@ -205,29 +189,13 @@ class ImageTransform:
         finish += [v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5] * channels, [0.5] * channels)]
         self.finish = v2.Compose(finish)
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
         return self.finish(self.resize(image))
 
 
 def build_transform(image_size: int, channels: int, augment: bool = False) -> ImageTransform:
     """See `ImageTransform`."""
     return ImageTransform(image_size, channels, augment)
-
-
-def load_image(path: str | os.PathLike, channels: int) -> Image.Image:
-    """Decode `path` and convert it to "L" (channels=1) or "RGB" (channels=3); errors name the file."""
-    try:
-        with Image.open(path) as image:
-            if image.mode not in SUPPORTED_MODES:
-                raise FewShotDataError(f"image {path} has unsupported mode {image.mode!r}")
-            if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-                # Composite on white: converting RGBA straight to RGB keeps garbage colours under alpha 0.
-                rgba = image.convert("RGBA")
-                canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                image = Image.alpha_composite(canvas, rgba)
-            return image.convert("L" if channels == 1 else "RGB")
-    except (UnidentifiedImageError, OSError) as error:
-        raise FewShotDataError(f"cannot decode image {path}: {error}") from error
 
 
 class ImageListDataset(Dataset):
@@ -256,7 +224,7 @@ class ImageListDataset(Dataset):
     def __getitem__(self, idx: int) -> tuple[torch.Tensor, int]:
         resized = self.cache.get(idx) if self.cache is not None else None
         if resized is None:
-            resized = self.transform.resize(load_image(self.paths[idx], self.channels))
+            resized = self.transform.resize(read_image(self.paths[idx], self.channels))
             if self.cache is not None:
                 self.cache[idx] = resized
         return self.transform.finish(resized), self.labels[idx]

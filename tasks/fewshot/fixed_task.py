@@ -14,9 +14,10 @@ from pathlib import Path
 
 import torch
 
+from tasks.common.images import is_image_file
 from tasks.files import visible_children
 
-from .data import FewShotDataError, check_image_headers, is_image_file, scan_class_folders
+from .data import FewShotDataError, check_image_headers, scan_class_folders
 
 
 @dataclass(frozen=True)

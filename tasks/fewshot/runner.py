@@ -22,6 +22,11 @@ from .model import FewShotNet, embed_images
 from .task import SplitData, build_net_from_config
 
 
+def channels(cfg: FewShotConfig) -> int:
+    """Channels the images are read with: those the backbone takes."""
+    return cfg.model.backbone.in_chans
+
+
 def load_trained_net(checkpoint: str | os.PathLike, device: str = "cpu") -> tuple[FewShotNet, FewShotConfig]:
     """Rebuild the network of a tools/train_fewshot.py checkpoint from its saved config and load it."""
     state = load_checkpoint(checkpoint)
@@ -43,7 +48,11 @@ def base_feature_mean(net: FewShotNet, cfg: FewShotConfig, split_data: SplitData
     """Mean embedding of the base-class images (SimpleShot centring), computed in eval mode."""
     base = split_data.part("base")
     images = load_all(
-        dataset_from_index(base, build_transform(cfg.data.image_size, cfg.data.channels), cfg.data.channels)
+        dataset_from_index(
+            base,
+            build_transform(cfg.data.image_size, channels(cfg)),
+            channels(cfg),
+        )
     )
     return embed_images(net, images).mean(dim=0)
 
@@ -80,7 +89,11 @@ def run_episodes(
     # Head initialisation and batch order follow the episode seed, so a replay reproduces them too.
     finetune = replace(finetune or FinetuneSettings(), seed=spec.seed)
     images = load_all(
-        dataset_from_index(index, build_transform(cfg.data.image_size, cfg.data.channels), cfg.data.channels)
+        dataset_from_index(
+            index,
+            build_transform(cfg.data.image_size, channels(cfg)),
+            channels(cfg),
+        )
     )
     base_mean = base_feature_mean(net, cfg, split_data) if "simpleshot" in methods else None
     results = {"part": part, "classes": index.num_classes, "spec": asdict(spec), "methods": {}}
@@ -109,12 +122,12 @@ def run_fixed_task(
     if method_name not in METHODS:
         raise FewShotDataError(f"method must be one of {list(METHODS)}, got {method_name!r}")
     task = load_fixed_task(support_dir, query_dir)
-    transform = build_transform(cfg.data.image_size, cfg.data.channels)
+    transform = build_transform(cfg.data.image_size, channels(cfg))
     support_images = load_all(
-        ImageListDataset(task.support_paths, task.support_labels, transform, cfg.data.channels)
+        ImageListDataset(task.support_paths, task.support_labels, transform, channels(cfg))
     )
     query_images = load_all(
-        ImageListDataset(task.query_paths, [0] * len(task.query_paths), transform, cfg.data.channels)
+        ImageListDataset(task.query_paths, [0] * len(task.query_paths), transform, channels(cfg))
     )
     method = build_method(method_name, net, base_mean=base_mean, finetune=finetune)
     level = method_input_level(method)

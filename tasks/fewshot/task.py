@@ -13,6 +13,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from tasks.common.backbone import build_backbone, model_signature, upgrade_model_section
+from tasks.engine.registry import register_task
 from tasks.engine.task import Task
 
 from .config import TRAIN_METHODS, FewShotConfig
@@ -30,7 +32,7 @@ from .episodes import EpisodeBatchSampler, EpisodeSpec, sample_episodes, validat
 from .evaluation import evaluate_episodes
 from .heads import prototype_logits
 from .methods import ProtoNet
-from .model import FewShotNet, build_fewshot_net
+from .model import FewShotNet
 from .splits import SPLIT_NAMES, load_split, save_split, split_classes
 from .validation import validate_config
 
@@ -127,19 +129,13 @@ def check_split_sizes(split_data: SplitData, data_cfg, uses_val: bool) -> None:
         )
 
 
-def build_net_from_config(cfg: FewShotConfig, num_classes: int) -> FewShotNet:
-    """The network of a config (also used by tools/eval_fewshot.py to rebuild a checkpoint's model)."""
+def build_net_from_config(cfg: FewShotConfig, num_classes: int, load_weights: bool = True) -> FewShotNet:
+    """The network of a config: the shared backbone section under the method's head."""
     if cfg.model.method not in TRAIN_METHODS:
         raise FewShotDataError(f"model.method must be one of {list(TRAIN_METHODS)}, got {cfg.model.method!r}")
-    return build_fewshot_net(
-        cfg.model.arch,
-        weights=cfg.model.weights or None,
-        stem_type=cfg.model.stem_type,
-        in_chans=cfg.data.channels,
-        head=TRAIN_METHODS[cfg.model.method],
-        num_classes=num_classes,
-        cosine_scale=cfg.model.cosine_scale,
-    )
+    backbone = build_backbone(cfg.model.backbone, out_indices=(4,), load_weights=load_weights)
+    head = TRAIN_METHODS[cfg.model.method]
+    return FewShotNet(backbone, head=head, num_classes=num_classes, cosine_scale=cfg.model.cosine_scale)
 
 
 def base_num_classes(cfg: FewShotConfig, split_data: SplitData) -> int:
@@ -147,10 +143,12 @@ def base_num_classes(cfg: FewShotConfig, split_data: SplitData) -> int:
     return len(split_data.split["base"]) * max(1, len(cfg.data.rotations))
 
 
+@register_task
 class FewShotTask(Task):
     """Baseline / Baseline++ / ProtoNet base training (see `FewShotModelConfig.method`)."""
 
     name = "fewshot"
+    config_cls = FewShotConfig
     default_best_metric = "val_acc"
     best_mode = "max"
 
@@ -165,6 +163,7 @@ class FewShotTask(Task):
             cfg.data.val_n_way, cfg.data.val_k_shot, cfg.data.val_q_query, cfg.data.val_seed
         )
         self._split_data: SplitData | None = None
+        self._loaded_head_classes: int | None = None  # set when rebuilt from a checkpoint alone
         self._head_classes: int | None = None  # outputs of the head build_model made, once it has
 
     @property
@@ -180,9 +179,38 @@ class FewShotTask(Task):
             self._split_data = split_data
         return self._split_data
 
-    def build_model(self) -> nn.Module:
-        self._head_classes = base_num_classes(self.cfg, self.split_data)
-        return build_net_from_config(self.cfg, self._head_classes)
+    @property
+    def channels(self) -> int:
+        """Channels images are read with: the backbone's input channels."""
+        return self.cfg.model.backbone.in_chans
+
+    def build_model(self, pretrained: bool = True) -> nn.Module:
+        loaded = self._loaded_head_classes
+        self._head_classes = loaded if loaded is not None else base_num_classes(self.cfg, self.split_data)
+        return build_net_from_config(self.cfg, self._head_classes, load_weights=pretrained)
+
+    def model_signature(self) -> dict:
+        """The model section without what only initialises or trains (the tensor check sizes the head)."""
+        return model_signature(self.cfg.model)
+
+    def meta_from_state(self, state: dict) -> dict:
+        """Older checkpoints: as many numbered base classes as the head has rows (none for ProtoNet)."""
+        rows = state.get("head.weight")
+        rotations = max(1, len(self.cfg.data.rotations))
+        count = 0 if rows is None else len(rows) // rotations
+        return {
+            "base_classes": [f"class{i}" for i in range(count)],
+            "rotations": list(self.cfg.data.rotations),
+        }
+
+    @classmethod
+    def upgrade_config(cls, config: dict) -> dict:
+        """Older configs: backbone keys into model.backbone, data.channels as its in_chans."""
+        upgraded = upgrade_model_section(config)
+        data = dict(upgraded.get("data") or {})
+        if "channels" in data:
+            upgraded["model"]["backbone"]["in_chans"] = data.pop("channels")
+        return {**upgraded, "data": data}
 
     # ------------------------------------------------------------------------------ checkpoint meta
 
@@ -208,6 +236,9 @@ class FewShotTask(Task):
         """
         if "base_classes" not in meta:
             return  # a checkpoint from before splits were stored
+        if purpose == "load":  # rebuilding from the file alone: the head has the checkpoint's classes
+            self._loaded_head_classes = len(meta["base_classes"]) * max(1, len(meta.get("rotations", [])))
+            return
         saved = {
             "base": list(meta["base_classes"]),
             "val": list(meta.get("val_classes", [])),
@@ -271,7 +302,7 @@ class FewShotTask(Task):
         self.val_index = self.split_data.part("val")
         validate_spec(self.val_index, self.val_spec)
         return dataset_from_index(
-            self.val_index, build_transform(d.image_size, d.channels), d.channels, d.cache_images
+            self.val_index, build_transform(d.image_size, self.channels), self.channels, d.cache_images
         )
 
     def build_datasets(self):
@@ -284,7 +315,7 @@ class FewShotTask(Task):
         check_image_headers([path for path, _ in self.split_data.index.samples()])
         base = self.split_data.part("base")
         train = dataset_from_index(
-            base, build_transform(d.image_size, d.channels, d.augment), d.channels, d.cache_images
+            base, build_transform(d.image_size, self.channels, d.augment), self.channels, d.cache_images
         )
         self.train_index, self.train_id_map = base, None
         if d.rotations:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
+from tasks.common.backbone import MOVED_BACKBONE_KEYS, BackboneConfig
 from tasks.engine.config import RunConfig
 
 
@@ -11,9 +13,9 @@ from tasks.engine.config import RunConfig
 class SegModelConfig:
     """U-Net on our backbone. Changing any of these makes old checkpoints incompatible (resume refuses)."""
 
-    arch: str = "resnet34"  # any backbones.create_backbone arch
-    weights: str | None = None  # backbone weights: torchvision/timm name, path or URL
-    in_chans: int = 3
+    MOVED_KEYS: ClassVar[dict[str, str]] = MOVED_BACKBONE_KEYS
+
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)  # its in_chans: image channels read
     num_classes: int = 2  # classes of the label map (binary mode: 2, class 1 is the foreground)
     mode: str = "multiclass"  # binary | multiclass | multilabel
     regions: list[list[int]] = field(default_factory=list)  # multilabel: one list of class ids per output
@@ -24,9 +26,6 @@ class SegModelConfig:
     decoder_norm: str = "batchnorm"  # batchnorm | instancenorm | groupnorm | identity
     decoder_norm_groups: int = 8  # GroupNorm groups
     deep_supervision: int = 0  # number of auxiliary heads on coarser decoder levels (0 = off)
-    frozen_stages: int = -1
-    norm_eval: bool = False
-    stem_type: str = "default"
 
 
 @dataclass

@@ -15,9 +15,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from tasks.common.images import IMAGE_SUFFIXES
 from tasks.files import visible_children
 
-from .image_io import IMAGE_SUFFIXES, SegmentationDataError, image_size, read_image_and_max, read_mask
+from .image_io import SegmentationDataError, image_header, mask_size, read_image_and_max, read_mask
 from .manifest import DatasetSpec, load_manifest
 from .nifti import VolumeCache, take_slice, volume_shape
 from .transforms import IGNORE_INDEX, normalize
@@ -203,7 +204,7 @@ def _nifti_channels(image_dir: Path, endings: Sequence[str], in_chans: int) -> d
         if sorted(files) != list(range(in_chans)):
             raise SegmentationDataError(
                 f"{image_dir}: volume {case!r} has channel files {sorted(files)}, "
-                f"expected {list(range(in_chans))} (model.in_chans={in_chans})"
+                f"expected {list(range(in_chans))} (model.backbone.in_chans={in_chans})"
             )
         images[case] = tuple(files[c] for c in range(in_chans))
     return images
@@ -224,10 +225,15 @@ def pairs_to_records(pairs: Sequence[Pair], spec: DatasetSpec, nifti_axis: int =
 
 def _image_record(pair: Pair) -> Record:
     image, mask = pair.images[0], pair.mask
-    image_hw, mask_hw = image_size(image), image_size(mask)
+    header, mask_hw = image_header(image), mask_size(mask)
+    image_hw = (header.height, header.width)  # as displayed: the orientation the mask was drawn in
     if image_hw != mask_hw:
+        turned = ""
+        if header.orientation != 1:
+            turned = f" as displayed (its EXIF orientation {header.orientation} turns the stored pixels)"
         raise SegmentationDataError(
-            f"{image} is {image_hw[0]}x{image_hw[1]} (HxW) but its mask {mask} is {mask_hw[0]}x{mask_hw[1]}"
+            f"{image} is {image_hw[0]}x{image_hw[1]} (HxW){turned} but its mask {mask} is "
+            f"{mask_hw[0]}x{mask_hw[1]}"
         )
     return Record(pair.stem, pair.images, mask, pair.case_id)
 

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backbones import ResNet, create_backbone
+from backbones import ResNet
+from tasks.common.backbone import build_backbone
 
 from .smp_parts import (
     MODES,
@@ -115,18 +116,15 @@ def output_channels(mode: str, num_classes: int, regions: Sequence[Sequence[int]
     return len(regions)
 
 
-def build_unet(model_cfg) -> UNet:
-    """Translate the ``model`` config section into keyword arguments (the model never sees the config)."""
+def build_unet(model_cfg, load_weights: bool = True) -> UNet:
+    """Translate the ``model`` config section into keyword arguments (the model never sees the config).
+
+    `load_weights=False` skips `model.backbone.weights` (a whole checkpoint is loaded right after).
+    """
     if not 3 <= model_cfg.encoder_depth <= 5:
         raise ValueError(f"model.encoder_depth must be 3, 4 or 5, got {model_cfg.encoder_depth}")
-    backbone = create_backbone(
-        model_cfg.arch,
-        weights=model_cfg.weights,
-        out_indices=tuple(range(model_cfg.encoder_depth)),
-        frozen_stages=model_cfg.frozen_stages,
-        norm_eval=model_cfg.norm_eval,
-        in_chans=model_cfg.in_chans,
-        stem_type=model_cfg.stem_type,
+    backbone = build_backbone(
+        model_cfg.backbone, out_indices=range(model_cfg.encoder_depth), load_weights=load_weights
     )
     return UNet(
         backbone,

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from tasks.common.images import IMAGE_SUFFIXES
 from tasks.engine.checkpoint import load_checkpoint
 from tasks.engine.config import config_from_dict
 from tasks.files import visible_children
@@ -17,7 +18,7 @@ from tasks.files import visible_children
 from .classes import meta_value_map
 from .config import SegRunConfig
 from .data import NIFTI_ENDINGS, resolve_spec
-from .image_io import IMAGE_SUFFIXES, SegmentationDataError, read_image_and_max
+from .image_io import SegmentationDataError, read_image_and_max
 from .inference import logits_to_labels, predict_logits
 from .model import build_unet
 from .nifti import load_volume, save_like, stack_slices, take_slice
@@ -55,6 +56,12 @@ def _predict_labels(
     with torch.no_grad():
         logits = predict_logits(model, x, tiles, cfg.eval.tile_overlap)
     return logits_to_labels(logits, cfg.model.mode, cfg.eval.threshold, cfg.model.regions)[0].cpu().numpy()
+
+
+def read_input(path: str | Path, cfg: SegRunConfig) -> np.ndarray:
+    """The normalised (H, W, in_chans) float32 array the model sees for a 2D image file, as in training."""
+    image, max_value = read_image_and_max(path, cfg.model.backbone.in_chans)
+    return normalize(image, cfg.data.normalization, max_value, cfg.data.ct_window)
 
 
 def _class_to_value_lut(cfg: SegRunConfig, meta: dict | None = None) -> np.ndarray:
@@ -114,7 +121,7 @@ def predict_folder(
     output_dir.mkdir(parents=True, exist_ok=True)
     for path in files:
         if path.name.lower().endswith(NIFTI_ENDINGS):
-            if cfg.model.in_chans != 1:
+            if cfg.model.backbone.in_chans != 1:
                 raise SegmentationDataError(f"{path}: NIfTI prediction supports single-channel models only")
             volume = normalize(
                 load_volume(path)[0].astype(np.float32)[..., None], d.normalization, 1.0, d.ct_window
@@ -130,8 +137,7 @@ def predict_folder(
             save_like(lut[stack_slices(slices, d.nifti_axis)], path, out)
             written.append(out)
             continue
-        image, max_value = read_image_and_max(path, cfg.model.in_chans)
-        image = normalize(image, d.normalization, max_value, d.ct_window)
+        image = read_input(path, cfg)
         labels = _predict_labels(model, cfg, image, tiles, device)
         out = output_dir / f"{path.stem}.png"
         Image.fromarray(lut[labels].astype(dtype)).save(out)

@@ -12,11 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tasks.common.backbone import model_signature, upgrade_model_section
+from tasks.engine.registry import register_task
 from tasks.engine.task import Task
 
 from .classes import align_spec, spec_meta
 from .config import SegRunConfig
-from .config_check import validate_config
 from .data import (
     SegmentationDataset,
     discover_pairs,
@@ -35,6 +36,7 @@ from .model import build_unet, output_channels
 from .overlay import save_overlay
 from .smp_parts import build_loss
 from .transforms import IGNORE_INDEX, build_train_transform
+from .validation import validate_config
 
 SEG_SUMMARY = "seg_summary.json"  # per-case rows + class means of the latest evaluation
 SEG_SUMMARY_BEST = "seg_summary_best.json"  # the same for the evaluation with the best dice_mean
@@ -51,10 +53,12 @@ def make_targets(mask: torch.Tensor, mode: str, regions) -> torch.Tensor:
     return labels_to_region_targets(mask, regions, IGNORE_INDEX)
 
 
+@register_task
 class SegmentationTask(Task):
     """U-Net segmentation on our backbone; metrics per class, image and case (see metrics.py)."""
 
     name = "segmentation"
+    config_cls = SegRunConfig
     default_best_metric = "dice_mean"
     best_mode = "max"
 
@@ -72,15 +76,16 @@ class SegmentationTask(Task):
         )
 
     def model_signature(self) -> dict:
-        """What --resume must match: the architecture, not how it was initialised or frozen."""
-        signature = super().model_signature()
-        for key in ("weights", "frozen_stages", "norm_eval"):
-            signature.pop(key, None)
-        return signature
+        """What --resume and --eval-only must match: the model section without what only initialises."""
+        return model_signature(self.cfg.model)
+
+    @classmethod
+    def upgrade_config(cls, config: dict) -> dict:
+        return upgrade_model_section(config)
 
     # ------------------------------------------------------------------------------------------ build
-    def build_model(self) -> nn.Module:
-        return build_unet(self.cfg.model)
+    def build_model(self, pretrained: bool = True) -> nn.Module:
+        return build_unet(self.cfg.model, load_weights=pretrained)
 
     def checkpoint_meta(self) -> dict:
         """The class names by index and the mask value map: what each output channel of the weights means."""
@@ -90,9 +95,10 @@ class SegmentationTask(Task):
         """Use the checkpoint's class order for resume/eval (see `classes.align_spec`)."""
         if not meta:
             return  # a checkpoint from before classes were recorded: nothing to compare
-        self._checkpoint = (meta, source, purpose)
+        self._checkpoint = (meta, source, "eval" if purpose == "load" else purpose)
         self.spec = None
-        self.dataset_spec()  # fail now, before any image is read, if the classes differ
+        if purpose != "load":  # rebuilding from the file alone needs no data; any later data is checked
+            self.dataset_spec()  # fail now, before any image is read, if the classes differ
 
     def dataset_spec(self) -> DatasetSpec:
         """The class map of the data (manifest or data config; no image read), in the checkpoint's class
@@ -126,7 +132,7 @@ class SegmentationTask(Task):
         d, m = self.cfg.data, self.cfg.model
         return dict(
             spec=self.dataset_spec(),
-            in_chans=m.in_chans,
+            in_chans=m.backbone.in_chans,
             normalization=d.normalization,
             ct_window=d.ct_window,
             axis=d.nifti_axis,
@@ -136,7 +142,7 @@ class SegmentationTask(Task):
     def build_datasets(self) -> tuple[SegmentationDataset, SegmentationDataset | None]:
         d, m = self.cfg.data, self.cfg.model
         spec = self.dataset_spec()
-        pairs = discover_pairs(d.root, spec, m.in_chans, d.case_pattern)
+        pairs = discover_pairs(d.root, spec, m.backbone.in_chans, d.case_pattern)
         records = pairs_to_records(pairs, spec, d.nifti_axis)
         validate_mask_values(records, spec)
         train_idx, val_idx = split_by_case(records, d.val_fraction, d.split_seed)
@@ -152,7 +158,7 @@ class SegmentationTask(Task):
         are opened, so a broken training image does not stop an evaluation."""
         d, m = self.cfg.data, self.cfg.model
         spec = self.dataset_spec()
-        pairs = discover_pairs(d.root, spec, m.in_chans, d.case_pattern)
+        pairs = discover_pairs(d.root, spec, m.backbone.in_chans, d.case_pattern)
         val_cases = split_cases([p.case_id for p in pairs], d.val_fraction, d.split_seed)
         if not val_cases:
             return None

@@ -185,12 +185,12 @@ def test_eval_dataset_decodes_no_training_image(image_folder, monkeypatch):
 
     opened = []
 
-    def recording_load(path):
+    def recording_check(path, decode=False):
         opened.append(path)
-        return load_image(path)
+        return check_image(path, decode=decode)
 
-    load_image = datasets.load_image
-    monkeypatch.setattr(datasets, "load_image", recording_load)
+    check_image = datasets.check_image
+    monkeypatch.setattr(datasets, "check_image", recording_check)
     val = task_for(image_folder, val_ratio=0.5).build_eval_dataset()
     assert [s.path for s in val.samples] == [s.path for s in clean_val.samples]  # the same seeded split
     assert opened and not set(opened) & train_paths

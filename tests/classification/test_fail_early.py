@@ -32,10 +32,14 @@ CONFIG = str(ROOT / "configs" / "classification" / "resnet18_imagefolder.yaml")
         ("model.num_classes=1", "model.num_classes=1: must be 0 (the data's classes) or at least 2"),
         ("model.dropout=1", "model.dropout=1: must be in [0, 1)"),
         ("model.label_smoothing=-0.1", "model.label_smoothing=-0.1: must be in [0, 1)"),
-        ("model.drop_path_rate=1.5", "model.drop_path_rate=1.5: must be in [0, 1)"),
-        ("model.frozen_stages=7", "model.frozen_stages=7: must be in -1..4"),
+        ("model.backbone.drop_path_rate=1.5", "model.backbone.drop_path_rate=1.5: must be in [0, 1)"),
+        (
+            "model.backbone.frozen_stages=7",
+            "model.backbone.frozen_stages=7: expected one of [-1, 0, 1, 2, 3, 4]",
+        ),
+        ("model.arch=resnet18", "'model.arch' has moved: write it as 'model.backbone.arch'"),
         ("model.cosine_scale=0", "model.cosine_scale=0: must be > 0"),
-        ("model.arch=resnet19", "model.arch='resnet19': expected one of"),
+        ("model.backbone.arch=resnet19", "model.backbone.arch='resnet19': expected one of"),
         ("model.pool=median", "model.pool='median': expected one of"),
     ],
 )

@@ -96,9 +96,10 @@ def test_kill_9_mid_epoch_then_resume_auto_reaches_the_same_weights(tmp_path, ma
 @pytest.mark.slow
 def test_two_process_ddp_matches_single_process_first_step(tmp_path, make_folder, tiny):
     """2 ranks x batch 4 == 1 process x batch 8 for the first SGD step (lr=1, no momentum/decay: the
-    weight change *is* the gradient). BatchNorm runs on its running statistics (model.norm_eval=true):
-    torch's SyncBatchNorm has no CPU kernel, and per-rank batch statistics would differ from the
-    single-process batch by design."""
+    weight change *is* the gradient). BatchNorm runs on its running statistics
+    (model.backbone.norm_eval=true): torch's SyncBatchNorm has no CPU kernel, and per-rank batch
+    statistics would differ from the single-process batch by design. fp32 (train.amp=off): on CPUs with
+    native bf16, amp=auto would compare bf16 rounding."""
     root = make_folder(tmp_path / "data", per_class=8, size=24)
     common = tiny(
         root,
@@ -106,7 +107,7 @@ def test_two_process_ddp_matches_single_process_first_step(tmp_path, make_folder
         "data.val_ratio=0",
         "data.augment=none",
         "model.dropout=0",
-        "model.norm_eval=true",
+        "model.backbone.norm_eval=true",
         "model.label_smoothing=0",
         "train.optimizer=sgd",
         "train.lr=1.0",
@@ -115,6 +116,7 @@ def test_two_process_ddp_matches_single_process_first_step(tmp_path, make_folder
         "train.scheduler=constant",
         "train.max_steps_per_epoch=1",
         "train.deterministic=true",
+        "train.amp=off",
     )
     common = [a for a in common if not a.startswith(("output_dir=", "train.batch_size="))]
 

@@ -7,12 +7,13 @@ import torchvision
 from tasks.classification.config import ClsModelConfig
 from tasks.classification.metrics import confusion_matrix, precision_recall, topk_accuracy
 from tasks.classification.model import build_classifier
+from tasks.common.backbone import BackboneConfig
 
 
 def test_linear_head_matches_torchvision_resnet18():
     """backbone + avg pool + linear == torchvision's resnet18 with the same weights."""
     reference = torchvision.models.resnet18(num_classes=7).eval()
-    ours = build_classifier(ClsModelConfig(arch="resnet18"), num_classes=7).eval()
+    ours = build_classifier(ClsModelConfig(backbone=BackboneConfig(arch="resnet18")), num_classes=7).eval()
     state = {k: v for k, v in reference.state_dict().items() if not k.startswith("fc.")}
     ours.backbone.load_state_dict(state, strict=False)
     ours.head.fc.load_state_dict(reference.fc.state_dict())
@@ -22,9 +23,8 @@ def test_linear_head_matches_torchvision_resnet18():
 
 
 def test_cosine_head_and_frozen_stages():
-    cfg = ClsModelConfig(
-        arch="resnet18", head="cosine", cosine_scale=10.0, frozen_stages=2, pool="catavgmax", dropout=0.5
-    )
+    backbone = BackboneConfig(arch="resnet18", frozen_stages=2)
+    cfg = ClsModelConfig(backbone=backbone, head="cosine", cosine_scale=10.0, pool="catavgmax", dropout=0.5)
     model = build_classifier(cfg, num_classes=3)
     with torch.no_grad():
         logits = model.eval()(torch.randn(2, 3, 32, 32))

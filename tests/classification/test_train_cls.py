@@ -29,9 +29,17 @@ def test_shipped_configs_load():
     cfgs = {p.stem: load_config(p, [], ClsConfig) for p in sorted(CONFIGS.glob("*.yaml"))}
     assert {"resnet18_imagefolder", "resnet50_finetune", "resnet18_cifar"} <= set(cfgs)
     fine = cfgs["resnet50_finetune"]
-    assert fine.model.arch == "resnet50" and fine.model.frozen_stages == 3 and fine.model.weights
+    assert (
+        fine.model.backbone.arch == "resnet50"
+        and fine.model.backbone.frozen_stages == 3
+        and fine.model.backbone.weights
+    )
     cifar = cfgs["resnet18_cifar"]
-    assert cifar.model.stem_type == "small" and cifar.data.augment == "cifar" and cifar.data.image_size == 32
+    assert (
+        cifar.model.backbone.stem_type == "small"
+        and cifar.data.augment == "cifar"
+        and cifar.data.image_size == 32
+    )
     assert cifar.train.optimizer == "sgd" and cifar.train.scheduler == "step"
     assert cfgs["resnet18_imagefolder"].train.seed == 0  # from configs/_base_/default_runtime.yaml
 
@@ -101,7 +109,7 @@ def test_cifar_config_with_mixup_and_cosine_head(tmp_path, make_folder, tiny):
 def test_finetune_config_freezes_stages_loaded_from_a_weights_file(image_folder, tmp_path, tiny):
     weights = tmp_path / "r50.pth"
     torch.save(torchvision.models.resnet50().state_dict(), weights)
-    extra = (f"model.weights={weights}", "train.max_steps_per_epoch=2", "train.ema=false")
+    extra = (f"model.backbone.weights={weights}", "train.max_steps_per_epoch=2", "train.ema=false")
     assert (
         train_cls([str(CONFIGS / "resnet50_finetune.yaml"), *tiny(image_folder, tmp_path / "run", *extra)])
         == 0

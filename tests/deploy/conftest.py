@@ -82,7 +82,7 @@ def cls_checkpoint(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cls")
     data = _image_folder(root / "images")
     cfg = ClsConfig()
-    cfg.model.arch = "resnet18"
+    cfg.model.backbone.arch = "resnet18"
     cfg.data.root = str(data)
     cfg.data.image_size = 32
     cfg.data.val_ratio = 0.5
@@ -112,8 +112,8 @@ def seg_checkpoint(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("seg")
     cfg = SegRunConfig()
-    cfg.model.arch = "resnet18"
-    cfg.model.in_chans = 1
+    cfg.model.backbone.arch = "resnet18"
+    cfg.model.backbone.in_chans = 1
     cfg.model.mode = "binary"
     cfg.model.encoder_depth = 3
     cfg.model.decoder_channels = [16, 8, 8]
@@ -132,7 +132,7 @@ def det_checkpoint(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("det")
     cfg = DetectionConfig()
     m = cfg.model
-    m.arch, m.norm, m.fpn_channels = "resnet18", "bn", 32
+    m.backbone.arch, m.backbone.norm, m.fpn_channels = "resnet18", "bn", 32
     m.min_size, m.max_size = [64], 96
     m.rpn_pre_nms_top_n_test, m.rpn_post_nms_top_n_test = 100, 30
     m.box_score_thresh, m.box_detections_per_img = 0.0, 10

@@ -13,6 +13,7 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from tasks.classification import ClsModelConfig, build_classifier
+from tasks.common.backbone import BackboneConfig
 from tasks.deploy.analysis import browse_dataset, lr_schedule, stage_rows
 from tasks.deploy.errors import DeployError
 from tasks.deploy.loading import load_model
@@ -26,7 +27,7 @@ def _tool(name: str):
 
 
 def test_stage_rows_add_up_to_torchvision_totals():
-    model = build_classifier(ClsModelConfig(arch="resnet18"), 10)
+    model = build_classifier(ClsModelConfig(backbone=BackboneConfig(arch="resnet18")), 10)
     rows = stage_rows(model, (1, 3, 64, 64))
     names = [r["name"] for r in rows]
     assert names == ["backbone.stem", *[f"backbone.layer{i}" for i in range(1, 5)], "head", "total"]
@@ -59,7 +60,8 @@ def test_analyze_tool_writes_tables_and_pngs(cls_checkpoint, tmp_path, capsys):
     root = load_model(cls_checkpoint).cfg.data.root
     config = tmp_path / "cls.yaml"
     config.write_text(
-        f"model:\n  arch: resnet18\n  frozen_stages: 1\ndata:\n  root: {root}\n  image_size: 32\n"
+        "model:\n  backbone:\n    arch: resnet18\n    frozen_stages: 1\n"
+        f"data:\n  root: {root}\n  image_size: 32\n"
         "train:\n  epochs: 3\n  batch_size: 4\n  warmup_epochs: 1\n"
     )
     out = tmp_path / "analysis"

@@ -8,9 +8,8 @@ import random
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from tasks.detection.dataset import CategoryMap, CocoDetection, load_rgb, split_image_ids, subset_coco
+from tasks.detection.dataset import CategoryMap, CocoDetection, split_image_ids, subset_coco
 from tasks.detection.sampler import GroupedBatchSampler, aspect_ratio_groups
 from tasks.detection.transforms import AugmentConfig, DetectionTransform
 
@@ -55,23 +54,6 @@ def test_items_have_xyxy_boxes_contiguous_labels_and_skip_crowd(coco_root, data)
     assert (
         len(CocoDetection(data, coco_root / "images", CategoryMap(data["categories"]), keep_empty=False)) == 6
     )
-
-
-@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16", "LA"])
-def test_grayscale_rgba_palette_and_16bit_images_become_rgb(tmp_path, mode):
-    rgb = np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)
-    if mode == "I;16":
-        im = Image.fromarray(rgb[:, :, 0].astype("<u2") * 200)
-    else:
-        im = Image.fromarray(rgb).convert(mode)
-    im.save(tmp_path / "x.png")
-    out = load_rgb(tmp_path / "x.png")
-    assert out.shape == (20, 30, 3) and out.dtype == np.uint8
-    if mode == "RGBA":
-        assert np.array_equal(out, rgb)  # fully opaque: colours unchanged
-    if mode == "I;16":
-        assert out.max() == 255  # rescaled, not saturated at 255 everywhere
-        assert (out < 255).mean() > 0.9
 
 
 def test_split_is_seeded_disjoint_and_complete():

@@ -13,7 +13,8 @@ from torchvision.models.detection import FasterRCNN, fasterrcnn_resnet50_fpn
 from torchvision.ops import FrozenBatchNorm2d
 
 from backbones import convert_frozen_batchnorm, resnet18, resnet50
-from tasks.detection.build import build_detector, resolve_norm
+from tasks.common.backbone import BackboneConfig
+from tasks.detection.build import build_detector
 from tasks.detection.config import DetModelConfig
 from tasks.detection.model import BackboneWithFPN, build_faster_rcnn, load_torchvision_detector_weights
 
@@ -156,37 +157,47 @@ def test_torchvision_weights_with_other_class_count(tmp_path):
     path = tmp_path / "tv.pth"
     torch.save(source.state_dict(), path)
     cfg = DetModelConfig(
-        arch="resnet18", fpn_channels=32, detector_weights=str(path), min_size=[64], max_size=96
+        backbone=BackboneConfig(arch="resnet18", norm="frozen_bn"),
+        fpn_channels=32,
+        detector_weights=str(path),
+        min_size=[64],
+        max_size=96,
     )
     with pytest.warns(UserWarning, match="left at their initialisation"):
         model = build_detector(cfg, 3)
-    assert isinstance(model.backbone.body.bn1, FrozenBatchNorm2d)  # norm=auto with pretrained weights
+    assert isinstance(model.backbone.body.bn1, FrozenBatchNorm2d)
     with pytest.raises(ValueError, match="detector_weights='missing.pth': file not found"):
-        build_detector(DetModelConfig(arch="resnet18", detector_weights="missing.pth"), 3)
+        build_detector(
+            DetModelConfig(backbone=BackboneConfig(arch="resnet18"), detector_weights="missing.pth"), 3
+        )
 
 
 def test_norm_policy():
-    assert resolve_norm(DetModelConfig(weights="IMAGENET1K_V1")) == "frozen_bn"
-    assert resolve_norm(DetModelConfig()) == "bn"
-    with pytest.raises(ValueError, match="model.norm must be one of"):
-        resolve_norm(DetModelConfig(norm="batch"))
-    small = dict(arch="resnet18", fpn_channels=32, min_size=[64], max_size=96)
-    bn = build_detector(DetModelConfig(**small), 3)
+    small = dict(fpn_channels=32, min_size=[64], max_size=96)
+
+    def detector(**backbone):
+        return build_detector(
+            DetModelConfig(backbone=BackboneConfig(arch="resnet18", **backbone), **small), 3
+        )
+
+    with pytest.raises(ValueError, match=r"model.backbone.norm='batch': expected one of"):
+        detector(norm="batch")
+    bn = detector()
     assert isinstance(bn.backbone.body.bn1, nn.BatchNorm2d) and bn.backbone.body.bn1.weight.requires_grad
-    gn = build_detector(DetModelConfig(norm="gn", gn_groups=16, **small), 3)
+    gn = detector(norm="gn", norm_groups=16)
     assert isinstance(gn.backbone.body.bn1, nn.GroupNorm) and gn.backbone.body.bn1.num_groups == 16
     assert any(isinstance(m, nn.GroupNorm) for m in gn.backbone.fpn.modules())
     assert not any(isinstance(m, nn.BatchNorm2d) for m in gn.modules())
-    with pytest.raises(ValueError, match="gn_groups=24 must divide"):
-        build_detector(DetModelConfig(norm="gn", gn_groups=24, **small), 3)
+    with pytest.raises(ValueError, match="norm_groups=24 must divide every width"):
+        detector(norm="gn", norm_groups=24)
     with pytest.warns(UserWarning, match="freezes the random"):
-        build_detector(DetModelConfig(norm="frozen_bn", **small), 3)
-    frozen_random = build_detector(DetModelConfig(frozen_stages=1, **small), 3)
+        detector(norm="frozen_bn")
+    frozen_random = detector(frozen_stages=1)
     with pytest.warns(UserWarning, match="freezes randomly initialised weights"):
         frozen_random.train()
     assert not frozen_random.backbone.body.layer1[0].conv1.weight.requires_grad
     assert not frozen_random.backbone.body.layer1.training  # frozen stage stays in eval after train()
-    norm_eval = build_detector(DetModelConfig(norm_eval=True, **small), 3).train()
+    norm_eval = detector(norm_eval=True).train()
     assert not norm_eval.backbone.body.layer3[0].bn1.training
 
 

@@ -78,10 +78,12 @@ def test_mixed_sizes_and_8bit_modes_give_identical_layout(tmp_path):
     torch.testing.assert_close(gray_images[0], gray_images[2], atol=1 / 255, rtol=0)
 
 
-def test_lossy_mode_and_corrupt_file_are_named(tmp_path):
+def test_16bit_is_read_and_corrupt_file_is_named(tmp_path):
+    # 16-bit images follow the shared policy (value * 255 / 65535) instead of being refused.
     Image.fromarray(np.full((8, 8), 40000, dtype=np.uint16)).save(tmp_path / "deep.png")
-    with pytest.raises(FewShotDataError, match=r"deep.png has mode 'I;16'|deep.png has mode 'I'"):
-        check_image_headers([tmp_path / "deep.png"])
+    check_image_headers([tmp_path / "deep.png"])
+    image = ImageListDataset([tmp_path / "deep.png"], [0], build_transform(8, 1), 1)[0][0]
+    assert torch.allclose(image, torch.full((1, 8, 8), round(40000 / 257) / 255 * 2 - 1))
     (tmp_path / "broken.png").write_bytes(b"not an image")
     with pytest.raises(FewShotDataError, match="cannot read image .*broken.png"):
         check_image_headers([tmp_path / "broken.png"])

@@ -182,7 +182,8 @@ def test_eval_only_runs_with_a_corrupt_base_image(trained_run, tmp_path):
     ("overrides", "message"),
     [
         (["data.image_size=-32"], "data.image_size=-32: must be a positive number of pixels"),
-        (["data.channels=2"], "data.channels=2: expected one of [1, 3]"),
+        (["model.backbone.in_chans=2"], "model.backbone.in_chans=2: expected one of [1, 3]"),
+        (["data.channels=1"], "'data.channels' has moved: write it as 'model.backbone.in_chans'"),
         (["data.split_fractions=[0.5,0.6,0.1]"], "data.split_fractions=[0.5, 0.6, 0.1]: expected three"),
         (["data.split_fractions=[0.5,0.5]"], "data.split_fractions=[0.5, 0.5]: expected three shares"),
         (["data.split_by=alphabet"], "data.split_by='alphabet': expected one of ['class', 'group']"),
@@ -197,7 +198,7 @@ def test_eval_only_runs_with_a_corrupt_base_image(trained_run, tmp_path):
             "model.method='maml': expected one of ['baseline', 'baseline++', 'protonet']",
         ),
         (["model.cosine_scale=-1"], "model.cosine_scale=-1: must be >= 0"),
-        (["model.stem_type=tiny"], "model.stem_type='tiny': expected one of"),
+        (["model.backbone.stem_type=tiny"], "model.backbone.stem_type='tiny': expected one of"),
         (["model.method=protonet", "data.n_way=1"], "data.n_way=1: must be >= 2"),
         (["model.method=protonet", "data.episodes_per_epoch=0"], "data.episodes_per_epoch=0: must be >= 1"),
     ],

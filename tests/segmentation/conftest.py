@@ -97,8 +97,8 @@ def nifti_dataset(tmp_path: Path) -> Path:
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs" / "segmentation"
 TINY = [
-    "model.arch=resnet18",
-    "model.weights=null",
+    "model.backbone.arch=resnet18",
+    "model.backbone.weights=''",
     "model.decoder_channels=[32,16,16,16,16]",
     "aug.crop_size=[32,32]",
     "train.epochs=1",

@@ -8,7 +8,7 @@ from PIL import Image
 from backbones import create_backbone
 from tasks.segmentation.config import SegDataConfig
 from tasks.segmentation.data import SegmentationDataset, discover_records, resolve_spec, validate_mask_values
-from tasks.segmentation.image_io import SegmentationDataError, read_image
+from tasks.segmentation.image_io import SegmentationDataError, read_image_and_max
 from tasks.segmentation.model import UNet
 
 
@@ -58,20 +58,22 @@ def test_16bit_input_is_handled(binary_dataset):
     assert float(image.max()) == 1.0 and float(image.min()) == 0.0 and len(image.unique()) > 256
 
 
-def test_rgba_with_transparency_is_an_error_opaque_is_dropped(tmp_path):
-    rgba = np.full((6, 6, 4), 255, np.uint8)
-    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "opaque.png")
-    assert read_image(tmp_path / "opaque.png", 3).shape == (6, 6, 3)
+def test_rgba_is_composited_over_white_as_in_every_task(tmp_path):
+    # Documented handling (tasks.common.images): transparency is blended over white, opaque alpha dropped.
+    rgba = np.full((6, 6, 4), (10, 20, 30, 255), np.uint8)
     rgba[0, 0, 3] = 0
     Image.fromarray(rgba, mode="RGBA").save(tmp_path / "clear.png")
-    with pytest.raises(SegmentationDataError, match=r"clear\.png: RGBA image with transparent pixels"):
-        read_image(tmp_path / "clear.png", 3)
+    image, max_value = read_image_and_max(tmp_path / "clear.png", 3)
+    assert image.shape == (6, 6, 3) and max_value == 255.0
+    assert image[0, 0].tolist() == [255, 255, 255] and image[1, 1].tolist() == [10, 20, 30]
 
 
 def test_rgb_image_for_single_channel_model(tmp_path):
     Image.fromarray(np.zeros((6, 6, 3), np.uint8)).save(tmp_path / "rgb.png")
-    with pytest.raises(SegmentationDataError, match=r"rgb\.png: image has 3 channels, but model.in_chans=1"):
-        read_image(tmp_path / "rgb.png", 1)
+    with pytest.raises(
+        SegmentationDataError, match=r"rgb\.png: image has 3 channels, but model.backbone.in_chans=1"
+    ):
+        read_image_and_max(tmp_path / "rgb.png", 1)
 
 
 def test_image_smaller_than_network_stride_is_padded():

@@ -18,7 +18,7 @@ from tasks.segmentation.task import SegmentationTask
 
 META = {"class_names": ["background", "disc", "square"], "value_map": [[0, 0], [1, 1], [2, 2]]}
 MULTICLASS = [
-    "model.in_chans=1",
+    "model.backbone.in_chans=1",
     "data.normalization=minmax",
     "data.val_fraction=0.34",
     "eval.tile_size=[]",

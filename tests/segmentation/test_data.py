@@ -16,9 +16,13 @@ from tasks.segmentation.data import (
     resolve_spec,
     split_by_case,
 )
-from tasks.segmentation.image_io import read_image, read_image_and_max
+from tasks.segmentation.image_io import read_image_and_max
 from tasks.segmentation.manifest import DatasetSpec, load_manifest, write_manifest
 from tasks.segmentation.transforms import IGNORE_INDEX, build_train_transform, normalize
+
+
+def read_image(path, in_chans):
+    return read_image_and_max(path, in_chans)[0]
 
 
 def _spec(**kw):

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tasks.common.backbone import BackboneConfig
 from tasks.segmentation.config import SegModelConfig, SegRunConfig
 from tasks.segmentation.task import SegmentationTask, make_targets
 
@@ -27,8 +28,9 @@ def test_deep_supervision_loss_is_the_weighted_mean_of_the_heads():
 
 
 def test_resume_signature_ignores_initialisation_and_freezing():
-    a = SegmentationTask(SegRunConfig(model=SegModelConfig(weights=None, frozen_stages=-1)))
-    b = SegmentationTask(SegRunConfig(model=SegModelConfig(weights="IMAGENET1K_V1", frozen_stages=2)))
+    a = SegmentationTask(SegRunConfig(model=SegModelConfig(backbone=BackboneConfig(frozen_stages=-1))))
+    pretrained = BackboneConfig(weights="IMAGENET1K_V1", frozen_stages=2)
+    b = SegmentationTask(SegRunConfig(model=SegModelConfig(backbone=pretrained)))
     c = SegmentationTask(SegRunConfig(model=SegModelConfig(decoder_channels=[128, 64, 32, 16, 16])))
     assert a.model_signature() == b.model_signature() != c.model_signature()
 

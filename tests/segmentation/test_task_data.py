@@ -102,7 +102,8 @@ def _checkpoint(tmp_path, task_meta=None):
     cfg = SegRunConfig()
     cfg.eval.threshold = 0.0
     m = cfg.model
-    m.arch, m.in_chans, m.mode, m.encoder_depth, m.decoder_channels = "resnet18", 1, "binary", 3, [16, 8, 8]
+    m.backbone.arch, m.backbone.in_chans = "resnet18", 1
+    m.mode, m.encoder_depth, m.decoder_channels = "binary", 3, [16, 8, 8]
     torch.manual_seed(0)
     checkpoint = {"model": build_unet(m).state_dict(), "config": config_to_dict(cfg), "epoch": 1}
     if task_meta is not None:

@@ -10,7 +10,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = [
-    "model.arch=resnet18",
+    "model.backbone.arch=resnet18",
     "model.decoder_channels=[32,16,16,16,16]",
     "aug.crop_size=[32,32]",
     "train.epochs=1",
@@ -86,10 +86,10 @@ def test_train_multiclass_manifest_groups_cases(multiclass_dataset, tmp_path):
     args = [
         str(config),
         f"data.root={multiclass_dataset}",
-        "model.weights=null",
+        "model.backbone.weights=''",
         "data.val_fraction=0.34",
         "data.normalization=minmax",
-        "model.in_chans=1",
+        "model.backbone.in_chans=1",
         "eval.tile_size=[32,32]",
         *TINY,
         f"output_dir={run}",

@@ -8,57 +8,33 @@ silently train something else, e.g. a loss whose terms all have weight 0.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 
-from .image_io import SegmentationDataError
+from tasks.common.backbone import validate_backbone
+from tasks.engine.checks import check_one_of, check_range, invalid, is_number, show
+from tasks.engine.config import ConfigError
+
 from .manifest import FORMATS
 from .metrics import EMPTY_RULES
 from .transforms import NORMALIZATIONS
 
 
-def _fail(key: str, value: object, expected: str) -> None:
-    raise SegmentationDataError(f"{key}={value!r}: {expected}")
-
-
-def _finite(value: float) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)
-
-
-def check_min(key: str, value: float, low: float) -> None:
-    """``value >= low`` (and finite)."""
-    if not (_finite(value) and value >= low):
-        _fail(key, value, f"must be >= {low}")
-
-
-def check_range(key: str, value: float, low: float, high: float, *, open_high: bool = False) -> None:
-    """``low <= value <= high`` (``< high`` with ``open_high``)."""
-    inside = _finite(value) and low <= value and (value < high if open_high else value <= high)
-    if not inside:
-        _fail(key, value, f"must be in [{low}, {high}{')' if open_high else ']'}")
-
-
 def check_size_pair(key: str, values: Sequence[float], what: str) -> None:
     """``[]`` or two values > 0 (crop, tile and pixel sizes)."""
-    if values and (len(values) != 2 or not all(_finite(v) and v > 0 for v in values)):
-        _fail(key, list(values), f"must be [] or [{what}] with both values > 0")
-
-
-def check_one_of(key: str, value: object, choices: Sequence) -> None:
-    if value not in choices:
-        _fail(key, value, f"must be one of {list(choices)}")
+    if values and (len(values) != 2 or not all(is_number(v) and v > 0 for v in values)):
+        raise invalid(key, list(values), f"must be [] or [{what}] with both values > 0")
 
 
 def check_model(m) -> None:
     """The ``model`` section (SegModelConfig); mode, regions and encoder_depth are checked by the model."""
-    check_min("model.in_chans", m.in_chans, 1)
+    validate_backbone(m.backbone)
     if not m.decoder_channels or not all(c >= 1 for c in m.decoder_channels):
-        _fail("model.decoder_channels", list(m.decoder_channels), "every width must be >= 1")
-    check_min("model.decoder_norm_groups", m.decoder_norm_groups, 1)
-    check_min("model.deep_supervision", m.deep_supervision, 0)
+        raise invalid("model.decoder_channels", list(m.decoder_channels), "every width must be >= 1")
+    check_range("model.decoder_norm_groups", m.decoder_norm_groups, 1)
+    check_range("model.deep_supervision", m.deep_supervision, 0)
     if m.region_names and len(m.region_names) != len(m.regions):
-        _fail(
+        raise invalid(
             "model.region_names",
             list(m.region_names),
             f"needs one name per model.regions entry ({len(m.regions)})",
@@ -70,22 +46,23 @@ def check_data(d) -> None:
     model.num_classes when the dataset spec is resolved (a manifest may define them instead)."""
     check_one_of("data.format", d.format, FORMATS)
     check_one_of("data.normalization", d.normalization, NORMALIZATIONS)
-    if len(d.ct_window) != 2 or not all(_finite(v) for v in d.ct_window) or d.ct_window[1] <= 0:
-        _fail("data.ct_window", list(d.ct_window), "must be [center, width] in HU with width > 0")
+    if len(d.ct_window) != 2 or not all(is_number(v) for v in d.ct_window) or d.ct_window[1] <= 0:
+        raise invalid("data.ct_window", list(d.ct_window), "must be [center, width] in HU with width > 0")
     check_size_pair("data.spacing", d.spacing, "row_mm, col_mm")
-    check_range("data.val_fraction", d.val_fraction, 0, 1, open_high=True)
+    check_range("data.val_fraction", d.val_fraction, 0, 1, high_open=True)
     check_one_of("data.nifti_axis", d.nifti_axis, (0, 1, 2))
-    check_min("data.cache_volumes", d.cache_volumes, 1)
+    check_range("data.cache_volumes", d.cache_volumes, 1)
     if len(set(d.class_names)) != len(d.class_names):
         # Names identify the classes (a checkpoint's classes are matched by name).
-        _fail("data.class_names", list(d.class_names), "names must be unique")
+        raise invalid("data.class_names", list(d.class_names), "names must be unique")
     if d.case_pattern:
         try:
             groups = re.compile(d.case_pattern).groups
         except re.error as err:
-            _fail("data.case_pattern", d.case_pattern, f"is not a regular expression ({err})")
+            message = f"is not a regular expression ({err})"
+            raise invalid("data.case_pattern", d.case_pattern, message) from None
         if groups < 1:
-            _fail(
+            raise invalid(
                 "data.case_pattern",
                 d.case_pattern,
                 "needs a group, e.g. '^(patient\\d+)_' (group 1 = case id)",
@@ -98,32 +75,29 @@ def check_aug(a) -> None:
     for key in ("hflip", "vflip", "rotate90", "rotate_p", "elastic_p", "brightness_contrast_p"):
         check_range(f"aug.{key}", getattr(a, key), 0, 1)
     check_range("aug.rotate_limit", a.rotate_limit, 0, 180)
-    check_min("aug.elastic_alpha", a.elastic_alpha, 0)
-    if not (_finite(a.elastic_sigma) and a.elastic_sigma > 0):
-        _fail("aug.elastic_sigma", a.elastic_sigma, "must be > 0")
+    check_range("aug.elastic_alpha", a.elastic_alpha, 0)
+    check_range("aug.elastic_sigma", a.elastic_sigma, 0, low_open=True)
     check_range("aug.brightness_limit", a.brightness_limit, 0, 1)
     check_range("aug.contrast_limit", a.contrast_limit, 0, 1)
 
 
 def check_loss(loss) -> None:
     """The ``loss`` section (SegLossConfig); the name is checked when the loss is built."""
-    check_min("loss.dice_weight", loss.dice_weight, 0)
-    check_min("loss.ce_weight", loss.ce_weight, 0)
-    check_min("loss.focal_gamma", loss.focal_gamma, 0)
+    check_range("loss.dice_weight", loss.dice_weight, 0)
+    check_range("loss.ce_weight", loss.ce_weight, 0)
+    check_range("loss.focal_gamma", loss.focal_gamma, 0)
     used = []
     if loss.name.startswith("dice"):
         used.append(("loss.dice_weight", loss.dice_weight))
     if loss.name in ("dice_ce", "ce", "dice_focal", "focal"):
         used.append(("loss.ce_weight", loss.ce_weight))
     if used and not any(weight > 0 for _, weight in used):
-        keys = " and ".join(f"{k}={w}" for k, w in used)
-        raise SegmentationDataError(
+        keys = " and ".join(f"{k}={show(w)}" for k, w in used)
+        raise ConfigError(
             f"{keys}: loss.name={loss.name!r} would be 0 for every batch (nothing trains); give its terms "
             "a weight > 0"
         )
-    value = loss.deep_supervision_decay
-    if not (_finite(value) and 0 < value <= 1):
-        _fail("loss.deep_supervision_decay", value, "must be in (0, 1]")
+    check_range("loss.deep_supervision_decay", loss.deep_supervision_decay, 0, 1, low_open=True)
 
 
 def check_eval(e, mode: str, num_classes: int) -> None:
@@ -132,21 +106,21 @@ def check_eval(e, mode: str, num_classes: int) -> None:
     check_one_of("eval.empty_rule", e.empty_rule, EMPTY_RULES)
     if mode != "multilabel" and e.background_class is not None and not 0 <= e.background_class < num_classes:
         # A class index that does not exist would silently average every class into dice_mean.
-        _fail(
+        raise invalid(
             "eval.background_class",
             e.background_class,
             f"must be null or a class index in 0..{num_classes - 1} (model.num_classes={num_classes})",
         )
     check_size_pair("eval.tile_size", e.tile_size, "height, width")
-    check_range("eval.tile_overlap", e.tile_overlap, 0, 1, open_high=True)
-    check_min("eval.overlays", e.overlays, 0)
+    check_range("eval.tile_overlap", e.tile_overlap, 0, 1, high_open=True)
+    check_range("eval.overlays", e.overlays, 0)
 
 
 def validate_config(cfg) -> None:
     """Check the ``model``, ``data``, ``aug``, ``loss`` and ``eval`` sections of a SegRunConfig.
 
     Raises:
-        SegmentationDataError: naming the dotted key, its value and what was expected.
+        ConfigError: naming the dotted key, its value and what was expected.
     """
     check_model(cfg.model)
     check_data(cfg.data)

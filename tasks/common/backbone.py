@@ -1,0 +1,142 @@
+"""The `model.backbone:` config section and its one builder, the same in all four tasks.
+
+A task's model section holds `backbone: BackboneConfig`; its builder calls `build_backbone(cfg.backbone,
+out_indices=...)` and passes the result to the head. So `model.backbone.frozen_stages=2` means the same
+thing to every tool, and a new backbone option is written once here.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from torch import nn
+from torchvision.ops import FrozenBatchNorm2d
+
+from backbones import ARCHS, ResNet, create_backbone
+from tasks.engine.checks import check_one_of, check_range
+from tasks.engine.config import ConfigError, config_to_dict
+
+STEM_TYPES = ("default", "deep", "small")
+NORMS = ("bn", "frozen_bn", "gn")
+OUTPUT_STRIDES = (8, 16, 32)
+
+# Keys that used to sit directly in `model:` and their place now; a config that still uses one gets an
+# error naming the new key, and older checkpoints' configs are moved (upgrade_model_section).
+MOVED_BACKBONE_KEYS = {
+    **{
+        key: f"model.backbone.{key}"
+        for key in (
+            "arch",
+            "weights",
+            "in_chans",
+            "stem_type",
+            "frozen_stages",
+            "norm_eval",
+            "drop_path_rate",
+        )
+    },
+    "output_stride": "model.backbone.output_stride",
+    "norm": "model.backbone.norm",
+    "gn_groups": "model.backbone.norm_groups",
+}
+
+
+@dataclass
+class BackboneConfig:
+    """The ResNet under every task's head (section `model.backbone:`)."""
+
+    arch: str = "resnet50"  # any backbones.ARCHS key: resnet18..152, resnext*, wide_resnet*, resnet*d, ...
+    weights: str = ""  # "" = random init; torchvision name, timm tag, file, URL, or any tool's checkpoint
+    partial_load: bool = False  # accept weights that fill only part of the backbone (else an error)
+    in_chans: int = 3  # input channels; pretrained RGB weights are adapted (1: sum, C: repeat * 3/C)
+    stem_type: str = ""  # "" = the arch's own (deep for resnet*d) | default | deep | small (32 px images)
+    frozen_stages: int = -1  # -1 none, 0 the stem, k the stem and layer1..k (weights and BN statistics)
+    norm_eval: bool = False  # keep every BatchNorm in eval mode while training (small batches)
+    norm: str = "bn"  # bn | frozen_bn (torchvision FrozenBatchNorm2d) | gn (GroupNorm)
+    norm_groups: int = 32  # GroupNorm groups for norm=gn
+    drop_path_rate: float = 0.0  # stochastic depth, linear over the blocks
+    output_stride: int = 32  # 32 | 16 | 8: later strides become dilation (DeepLab)
+
+
+def validate_backbone(cfg: BackboneConfig, where: str = "model.backbone") -> None:
+    """Refuse values the builder would fail on later, naming the dotted key and the allowed values."""
+    check_one_of(f"{where}.arch", cfg.arch, sorted(ARCHS))
+    check_one_of(f"{where}.stem_type", cfg.stem_type, ["", *STEM_TYPES])
+    check_one_of(f"{where}.norm", cfg.norm, NORMS)
+    check_one_of(f"{where}.output_stride", cfg.output_stride, OUTPUT_STRIDES)
+    check_one_of(f"{where}.frozen_stages", cfg.frozen_stages, range(-1, 5))
+    check_range(f"{where}.in_chans", cfg.in_chans, 1)
+    check_range(f"{where}.norm_groups", cfg.norm_groups, 1)
+    check_range(f"{where}.drop_path_rate", cfg.drop_path_rate, 0.0, 1.0, high_open=True)
+
+
+def norm_layer(cfg: BackboneConfig) -> type[nn.Module] | functools.partial | None:
+    """The `norm_layer` callable for `cfg.norm` (None = the ResNet's own BatchNorm2d)."""
+    if cfg.norm == "frozen_bn":
+        return FrozenBatchNorm2d
+    if cfg.norm == "gn":
+        return functools.partial(group_norm, groups=cfg.norm_groups)
+    return None
+
+
+def group_norm(channels: int, groups: int) -> nn.GroupNorm:
+    """GroupNorm with `groups` groups; refuses widths it does not divide (a clear error, not torch's)."""
+    if channels % groups:
+        raise ConfigError(
+            f"model.backbone.norm_groups={groups} must divide every width ({channels} does not)"
+        )
+    return nn.GroupNorm(groups, channels)
+
+
+def build_backbone(cfg: BackboneConfig, out_indices: Sequence[int], load_weights: bool = True) -> ResNet:
+    """The one place that turns the backbone section into `backbones.create_backbone` arguments.
+
+    Args:
+        cfg: the task's `model.backbone` section.
+        out_indices: the levels the head reads (0 = stem, 1..4 = layer1..layer4).
+        load_weights: load `cfg.weights` (off when a whole checkpoint is loaded right after).
+    """
+    validate_backbone(cfg)
+    kwargs = dict(
+        out_indices=tuple(out_indices),
+        in_chans=cfg.in_chans,
+        frozen_stages=cfg.frozen_stages,
+        norm_eval=cfg.norm_eval,
+        norm_layer=norm_layer(cfg),
+        drop_path_rate=cfg.drop_path_rate,
+        output_stride=cfg.output_stride,
+    )
+    if cfg.stem_type:  # "" keeps the arch's own stem (resnet50d's deep stem)
+        kwargs["stem_type"] = cfg.stem_type
+    weights = (cfg.weights or None) if load_weights else None
+    return create_backbone(cfg.arch, weights=weights, partial_load=cfg.partial_load, **kwargs)
+
+
+def model_signature(model_cfg: object) -> dict:
+    """A task's `model` section as resume and eval compare it: the network, not how it is trained.
+
+    `backbone.weights` and `partial_load` say where training started; `frozen_stages`, `norm_eval` and
+    `drop_path_rate` how it is trained. None changes the tensors a checkpoint holds (a resume that changes
+    what is trainable is refused by the optimizer-state check instead).
+    """
+    signature = config_to_dict(model_cfg)
+    for key in ("weights", "partial_load", "frozen_stages", "norm_eval", "drop_path_rate"):
+        signature.get("backbone", {}).pop(key, None)
+    return signature
+
+
+def upgrade_model_section(config: dict) -> dict:
+    """A saved config dict with the backbone keys of older checkpoints moved into `model.backbone`."""
+    model = dict(config.get("model") or {})
+    backbone = dict(model.get("backbone") or {})
+    for key, place in MOVED_BACKBONE_KEYS.items():
+        if key in model:
+            backbone[place.rsplit(".", 1)[1]] = model.pop(key)
+    if backbone.get("weights") is None:
+        backbone.pop("weights", None)  # older segmentation configs wrote weights: null
+    if backbone.get("stem_type") == "default":
+        backbone["stem_type"] = ""  # older configs always wrote the default stem: same network
+    model["backbone"] = backbone
+    return {**config, "model": model}
