@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from .errors import UserError
 from .resnet import ARCHS, ResNet
 
 log = logging.getLogger("backbones")
@@ -31,7 +32,7 @@ PREFIXES = ("module.", "backbone.", "encoder.", "model.")
 BACKBONE_ANCHOR = "layer1.0.conv1.weight"
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(UserError):
     """Raised when a checkpoint must be downloaded but cannot be (offline machine, firewall, ...)."""
 
 
@@ -245,7 +246,7 @@ def first_conv_key(model: ResNet) -> str:
 
 
 # ----------------------------------------------------------------------------------------- loading
-class WeightsMismatchError(ValueError):
+class WeightsMismatchError(UserError):
     """A checkpoint fills only part of the backbone and the caller did not allow a partial load."""
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from backbones.errors import UserError
 from tasks.common.images import IMAGE_SUFFIXES, ImageReadError, check_image, read_pil
 from tasks.files import has_junk_part, visible_children
 
@@ -21,7 +22,7 @@ PATH_COLUMNS = ("path", "image", "file", "filename")
 LABEL_COLUMNS = ("label", "class", "target")
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """The dataset on disk is malformed; the message names the folder, file or CSV row."""
 
 

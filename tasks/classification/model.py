@@ -8,6 +8,7 @@ from timm.layers import SelectAdaptivePool2d
 from torch import Tensor, nn
 
 from tasks.common.backbone import build_backbone
+from tasks.engine.config import ConfigError
 
 from .config import ClsModelConfig
 
@@ -45,11 +46,11 @@ class ClassificationHead(nn.Module):
     ) -> None:
         super().__init__()
         if pool not in POOLS:
-            raise ValueError(f"model.pool={pool!r}: expected one of {list(POOLS)}")
+            raise ConfigError(f"model.pool={pool!r}: expected one of {list(POOLS)}")
         if head not in HEADS:
-            raise ValueError(f"model.head={head!r}: expected one of {list(HEADS)}")
+            raise ConfigError(f"model.head={head!r}: expected one of {list(HEADS)}")
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"model.dropout={dropout}: must be in [0, 1)")
+            raise ConfigError(f"model.dropout={dropout}: must be in [0, 1)")
         self.pool = SelectAdaptivePool2d(pool_type=pool, flatten=True)
         self.dropout = nn.Dropout(dropout)
         features = in_features * self.pool.feat_mult()

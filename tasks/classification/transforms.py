@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torchvision.transforms import v2
 
+from tasks.engine.config import ConfigError
+
 from .config import ClsDataConfig
 
 AUGMENTS = ("photo", "cifar", "none")
@@ -22,7 +24,7 @@ def _to_tensor(cfg: ClsDataConfig) -> list:
 def build_train_transform(cfg: ClsDataConfig) -> v2.Compose:
     """photo: RandomResizedCrop + flip + ColorJitter; cifar: RandomCrop(pad 4) + flip; none: eval."""
     if cfg.augment not in AUGMENTS:
-        raise ValueError(f"data.augment={cfg.augment!r}: expected one of {list(AUGMENTS)}")
+        raise ConfigError(f"data.augment={cfg.augment!r}: expected one of {list(AUGMENTS)}")
     if cfg.augment == "none":
         return build_eval_transform(cfg)
     if cfg.augment == "cifar":

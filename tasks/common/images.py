@@ -38,6 +38,8 @@ from pathlib import Path
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
+from backbones.errors import UserError
+
 # torchvision's IMG_EXTENSIONS plus .gif (PIL decodes the first frame; real photo sets hold a few).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
@@ -58,7 +60,7 @@ _SWAPS_AXES = (5, 6, 7, 8)
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 
 
-class ImageReadError(ValueError):
+class ImageReadError(UserError):
     """An image file that cannot be read; the message names the file and the reason."""
 
     def __init__(self, path: str | os.PathLike, reason: str):

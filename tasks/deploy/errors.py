@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from backbones.errors import UserError
 
-class DeployError(ValueError):
+
+class DeployError(UserError):
     """Bad input to export/quantize/prune/analyze: the message names the file, key or value at fault."""

@@ -10,6 +10,7 @@ import torch
 from torchvision.models.detection import FasterRCNN
 
 from tasks.common.backbone import build_backbone, group_norm
+from tasks.engine.config import ConfigError
 
 from .config import DetModelConfig
 from .model import build_faster_rcnn, load_torchvision_detector_weights
@@ -64,7 +65,7 @@ def build_detector(cfg: DetModelConfig, num_classes: int, *, load_weights: bool 
     )
     if load_weights and cfg.detector_weights:
         if not Path(cfg.detector_weights).is_file():
-            raise ValueError(
+            raise ConfigError(
                 f"model.detector_weights={cfg.detector_weights!r}: file not found (expected a "
                 "torchvision Faster R-CNN state dict, e.g. fasterrcnn_resnet50_fpn_coco-258fb6c6.pth)"
             )

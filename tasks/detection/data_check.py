@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from backbones.errors import UserError
 from tasks.common.images import ImageReadError, check_image
 
 POLICIES = ("fail", "clip", "drop")
@@ -34,7 +35,7 @@ ANNOTATION_PROBLEMS = (
 FATAL_PROBLEMS = ("bad_structure", "duplicate_image_id", "duplicate_category_id")
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """Raised when detection data fails its check; the message lists the problems found."""
 
 

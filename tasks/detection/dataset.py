@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from tasks.common.images import read_image
+from tasks.engine.config import ConfigError
 
 
 class CategoryMap:
@@ -66,7 +67,7 @@ def split_image_ids(image_ids: Sequence[int], val_fraction: float, seed: int) ->
         (train ids, val ids), each sorted.
     """
     if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"data.val_fraction must be in (0, 1), got {val_fraction}")
+        raise ConfigError(f"data.val_fraction must be in (0, 1), got {val_fraction}")
     ids = sorted(image_ids)
     n_val = max(1, round(len(ids) * val_fraction))
     if n_val >= len(ids):

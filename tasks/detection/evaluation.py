@@ -18,13 +18,15 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from backbones.errors import UserError
+
 from .dataset import CategoryMap
 
 # Order of COCOeval.stats for iouType="bbox".
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
-class ResultsError(ValueError):
+class ResultsError(UserError):
     """Detections that cannot be scored against the ground truth (unknown image/category, bad box)."""
 
 

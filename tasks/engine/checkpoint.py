@@ -16,11 +16,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from backbones.errors import UserError
+
 # Layout of the checkpoints the Trainer writes (stored with the task's name); readers refuse newer ones.
 CHECKPOINT_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint file is missing, unreadable or incompatible; the message names the file."""
 
 

@@ -11,18 +11,16 @@ from typing import Any
 
 import torch.distributed as dist
 
-from .checkpoint import CheckpointError
-from .config import ConfigError, load_config
+from backbones.errors import UserError
+
+from .config import load_config
 from .trainer import NonFiniteLossError, Trainer
 
 log = logging.getLogger("tasks.engine")
 
-try:  # a missing pretrained file is a user-facing error (offline machine), not a crash
-    from backbones.weights import WeightsUnavailableError as _WeightsUnavailable
-except ImportError:  # pragma: no cover - the engine does not need the backbones package
-    _WeightsUnavailable = ValueError
-
-USER_ERRORS = (ConfigError, CheckpointError, ValueError, FileNotFoundError, _WeightsUnavailable)
+# Only errors in what the user gave become one-line messages (exit 2); anything else is a bug in this
+# code or a library and keeps its traceback.
+USER_ERRORS = (UserError,)
 
 
 def build_parser(description: str = "") -> argparse.ArgumentParser:

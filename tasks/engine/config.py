@@ -20,12 +20,14 @@ from typing import Any, TypeVar
 
 import yaml
 
+from backbones.errors import UserError
+
 T = TypeVar("T")
 
 BASE_KEY = "_base_"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config file, key or value is invalid; the message names it and says what was expected.
 
     Attributes:

@@ -18,11 +18,12 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from backbones.errors import UserError
 from tasks.common.images import IMAGE_SUFFIXES, ImageReadError, check_image, is_image_file, read_image
 from tasks.files import is_junk
 
 
-class FewShotDataError(ValueError):
+class FewShotDataError(UserError):
     """Bad few-shot input (folders, classes, episodes); the message names the file, class or value."""
 
 

@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from backbones.errors import UserError
 from tasks.common.images import ImageHeader, ImageReadError, check_image, full_scale, read_image
 
 
-class SegmentationDataError(ValueError):
+class SegmentationDataError(UserError):
     """Bad segmentation input: the message names the file, key or value and what was expected."""
 
 

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from tasks.engine.config import ConfigError
+
 
 def _tile_starts(size: int, tile: int, step: int) -> list[int]:
     if size <= tile:
@@ -52,7 +54,7 @@ def predict_logits(
     if not tile_size or (height <= tile_size[0] and width <= tile_size[1]):
         return model(image)
     if len(tile_size) != 2 or not 0 <= overlap < 1:
-        raise ValueError(
+        raise ConfigError(
             f"eval.tile_size must be [h, w] and eval.tile_overlap in [0, 1), got {list(tile_size)}, {overlap}"
         )
     tile_h, tile_w = min(tile_size[0], height), min(tile_size[1], width)

@@ -10,6 +10,7 @@ from torch import nn
 
 from backbones import ResNet
 from tasks.common.backbone import build_backbone
+from tasks.engine.config import ConfigError
 
 from .smp_parts import (
     MODES,
@@ -52,12 +53,12 @@ class UNet(nn.Module):
         super().__init__()
         self.encoder = BackboneEncoder(backbone)
         if len(decoder_channels) != len(backbone.out_indices):
-            raise ValueError(
+            raise ConfigError(
                 f"model.decoder_channels has {len(decoder_channels)} entries but the encoder has "
                 f"{len(backbone.out_indices)} levels (encoder_depth); give one width per level"
             )
         if not 0 <= deep_supervision < len(decoder_channels):
-            raise ValueError(
+            raise ConfigError(
                 f"model.deep_supervision must be in 0..{len(decoder_channels) - 1}, got {deep_supervision}"
             )
         self.decoder = build_decoder(
@@ -91,26 +92,26 @@ class UNet(nn.Module):
 def output_channels(mode: str, num_classes: int, regions: Sequence[Sequence[int]]) -> int:
     """Logit channels for a mode: 1 (binary), num_classes (multiclass), len(regions) (multilabel)."""
     if mode not in MODES:
-        raise ValueError(f"model.mode must be one of {MODES}, got {mode!r}")
+        raise ConfigError(f"model.mode must be one of {MODES}, got {mode!r}")
     if mode == "binary":
         if num_classes != 2:
-            raise ValueError(
+            raise ConfigError(
                 f"model.mode=binary needs model.num_classes=2 (background, foreground), got {num_classes}"
             )
         return 1
     if mode == "multiclass":
         if num_classes < 2:
-            raise ValueError(f"model.num_classes must be >= 2, got {num_classes}")
+            raise ConfigError(f"model.num_classes must be >= 2, got {num_classes}")
         return num_classes
     if not regions:
-        raise ValueError(
+        raise ConfigError(
             "model.mode=multilabel needs model.regions: one list of class ids per output channel, "
             "e.g. [[1, 2, 3], [2, 3], [3]] (nnU-Net's region-based training)"
         )
     for region in regions:
         bad = [c for c in region if not 0 < c < num_classes]
         if not region or bad:
-            raise ValueError(
+            raise ConfigError(
                 f"model.regions entry {list(region)} must list foreground class ids in 1..{num_classes - 1}"
             )
     return len(regions)
@@ -122,7 +123,7 @@ def build_unet(model_cfg, load_weights: bool = True) -> UNet:
     `load_weights=False` skips `model.backbone.weights` (a whole checkpoint is loaded right after).
     """
     if not 3 <= model_cfg.encoder_depth <= 5:
-        raise ValueError(f"model.encoder_depth must be 3, 4 or 5, got {model_cfg.encoder_depth}")
+        raise ConfigError(f"model.encoder_depth must be 3, 4 or 5, got {model_cfg.encoder_depth}")
     backbone = build_backbone(
         model_cfg.backbone, out_indices=range(model_cfg.encoder_depth), load_weights=load_weights
     )

@@ -33,6 +33,7 @@ from segmentation_models_pytorch.losses import (
 from torch import nn
 
 from backbones import ResNet, create_backbone
+from tasks.engine.config import ConfigError
 
 __all__ = [
     "BackboneEncoder",
@@ -171,9 +172,9 @@ def build_decoder(
     InstanceNorm is made affine (smp's default is not), as nnU-Net uses it.
     """
     if norm not in DECODER_NORMS:
-        raise ValueError(f"model.decoder_norm must be one of {DECODER_NORMS}, got {norm!r}")
+        raise ConfigError(f"model.decoder_norm must be one of {DECODER_NORMS}, got {norm!r}")
     if attention not in (None, "scse"):
-        raise ValueError(f"model.decoder_attention must be null or 'scse', got {attention!r}")
+        raise ConfigError(f"model.decoder_attention must be null or 'scse', got {attention!r}")
     if attention == "scse" and min(decoder_channels) < 16:
         # smp's SCSEModule squeezes channels by 16: narrower blocks would get a zero-width conv.
         raise ValueError(
@@ -258,9 +259,9 @@ def build_loss(
         focal_gamma: focal loss gamma.
     """
     if mode not in MODES:
-        raise ValueError(f"model.mode must be one of {MODES}, got {mode!r}")
+        raise ConfigError(f"model.mode must be one of {MODES}, got {mode!r}")
     if name not in LOSSES:
-        raise ValueError(f"loss.name must be one of {LOSSES}, got {name!r}")
+        raise ConfigError(f"loss.name must be one of {LOSSES}, got {name!r}")
     terms: list[tuple[float, nn.Module]] = []
     if name.startswith("dice"):
         terms.append((dice_weight, DiceLoss(mode, from_logits=True, ignore_index=ignore_index)))

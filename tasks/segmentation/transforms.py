@@ -6,6 +6,8 @@ import albumentations as A
 import cv2
 import numpy as np
 
+from tasks.engine.config import ConfigError
+
 NORMALIZATIONS = ("imagenet", "zscore", "minmax", "ct_window", "none")
 IGNORE_INDEX = 255  # mask value of padded pixels: left out of the losses and the metrics
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -29,7 +31,7 @@ def normalize(
         float32 array of the same shape.
     """
     if mode not in NORMALIZATIONS:
-        raise ValueError(f"data.normalization must be one of {NORMALIZATIONS}, got {mode!r}")
+        raise ConfigError(f"data.normalization must be one of {NORMALIZATIONS}, got {mode!r}")
     image = image.astype(np.float32, copy=False)
     if mode == "none":
         return image
@@ -47,7 +49,7 @@ def normalize(
         return (image - low) / max(high - low, 1e-8)
     center, width = ct_window
     if width <= 0:
-        raise ValueError(f"data.ct_window width must be > 0, got {width}")
+        raise ConfigError(f"data.ct_window width must be > 0, got {width}")
     low, high = center - width / 2, center + width / 2
     return (np.clip(image, low, high) - low) / (high - low)
 
@@ -65,7 +67,7 @@ def build_train_transform(aug) -> A.Compose:
     ops: list[A.BasicTransform] = []
     if aug.crop_size:
         if len(aug.crop_size) != 2 or any(c <= 0 for c in aug.crop_size):
-            raise ValueError(
+            raise ConfigError(
                 f"aug.crop_size must be [height, width] with positive values, got {aug.crop_size}"
             )
         height, width = aug.crop_size

@@ -38,3 +38,27 @@ def test_tool_exit_codes_and_messages(tmp_path, toy_task_cls, toy_config_cls, ca
         == 0
     )
     assert (tmp_path / "run" / "eval.json").is_file()
+
+
+def test_only_user_errors_become_one_line_messages(tmp_path, toy_task_cls, toy_config_cls, capsys):
+    """A ValueError from a bug (here inside the training step) keeps its traceback; bad input exits 2."""
+    import pytest
+
+    from backbones.errors import UserError
+    from tasks.engine import CheckpointError, ConfigError
+    from tasks.engine.run_folder import RunFolderError
+
+    assert all(issubclass(e, UserError) for e in (ConfigError, CheckpointError, RunFolderError))
+    config = tmp_path / "toy.yaml"
+    config.write_text(
+        "device: cpu\ntrain:\n  epochs: 1\n  num_workers: 0\n  plots: false\n  tensorboard: false\n"
+    )
+
+    class BuggyTask(toy_task_cls):
+        def training_step(self, model, batch, device):
+            raise ValueError("a bug, not bad input")
+
+    with pytest.raises(ValueError, match="a bug, not bad input"):
+        run_training_tool(BuggyTask, toy_config_cls, [str(config), "--output-dir", str(tmp_path / "a")])
+    assert run_training_tool(toy_task_cls, toy_config_cls, [str(config), "--weights", "missing.pt"]) == 2
+    assert capsys.readouterr().err.strip() == "error: checkpoint not found: missing.pt"
