@@ -1,7 +1,7 @@
 """Every task of the toolkit under the name its checkpoints record.
 
 Each task package registers its Task class with `@register_task` when it is imported; `get_task(name)`
-imports the packages listed in TASK_PACKAGES first, so a tool holding only a checkpoint finds its task.
+imports the modules listed in TASK_MODULES first, so a tool holding only a checkpoint finds its task.
 """
 
 from __future__ import annotations
@@ -11,8 +11,13 @@ import importlib
 from .config import ConfigError, config_from_dict
 from .task import Task
 
-# The task packages this toolkit ships (imported on first lookup; each registers its Task class).
-TASK_PACKAGES = ("tasks.classification", "tasks.detection", "tasks.segmentation", "tasks.fewshot")
+# The modules of the tasks this toolkit ships (imported on first lookup; each registers its Task class).
+TASK_MODULES = (
+    "tasks.classification.task",
+    "tasks.detection.task",
+    "tasks.segmentation.task",
+    "tasks.fewshot.task",
+)
 
 TASKS: dict[str, type[Task]] = {}
 
@@ -27,8 +32,8 @@ def register_task(task_cls: type[Task]) -> type[Task]:
 
 def registered_tasks() -> dict[str, type[Task]]:
     """Name -> Task class for every shipped task (and any other registered one)."""
-    for package in TASK_PACKAGES:
-        importlib.import_module(package)
+    for module in TASK_MODULES:
+        importlib.import_module(module)
     return dict(TASKS)
 
 

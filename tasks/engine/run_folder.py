@@ -23,6 +23,7 @@ RUN_FILES = (
     "curves.png",
     "tensorboard",
     "eval.json",
+    "weights_report.json",
 )
 MARKERS = ("checkpoints/last.pt", "metrics.jsonl", "summary.json")
 

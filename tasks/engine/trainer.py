@@ -102,8 +102,10 @@ class Trainer:
         self.resume_path = self.keeper.resume_path(resume)
         self.resume_ckpt = self._load_resume_checkpoint(self.resume_path) if self.resume_path else None
         self.model = self._build_model()
+        self.weights_report: dict | None = None
         if weights_ckpt is not None:
-            load_weights_into(self.model, weights, partial=partial_load, checkpoint=weights_ckpt)
+            report = load_weights_into(self.model, weights, partial=partial_load, checkpoint=weights_ckpt)
+            self.weights_report = {"source": str(weights), **{k: len(v) for k, v in report.items()}}
         self.ema = None
         self.logger: RunLogger | None = None
         self._pending_rng: dict | None = None
@@ -374,9 +376,26 @@ class Trainer:
                 resumed_step,
             )
         save_config(self.cfg, self.run_dir / "config.yaml")
+        self._write_weights_report()
         self.logger = RunLogger(
             self.run_dir, self.best_metric, tensorboard=self.tcfg.tensorboard, purge_step=resumed_step or None
         )
+
+    def _write_weights_report(self) -> None:
+        """weights_report.json: what each weight file put into the model (tensor counts per outcome).
+
+        The backbone's `load_report` (model.backbone.weights) and the --weights load, so a run folder
+        says where its initial weights came from and how much of them fitted.
+        """
+        reports = [
+            {"source": m.load_report.source, "part": "backbone", **m.load_report.counts()}
+            for m in self.model.modules()
+            if getattr(m, "load_report", None) is not None
+        ]
+        if self.weights_report is not None:
+            reports.append({"part": "model (--weights)", **self.weights_report})
+        if reports:
+            (self.run_dir / "weights_report.json").write_text(json.dumps(reports, indent=2))
 
     def _end_epoch(self, loop: LoopState, train_metrics: dict, val_loader: DataLoader | None) -> None:
         """Evaluate when due, let the keeper and the task know, log the epoch, then checkpoint.
