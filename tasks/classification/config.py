@@ -13,7 +13,7 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
 @dataclass
-class ClsModelConfig:
+class ClassificationModelConfig:
     """Backbone + pooling + dropout + linear (or cosine) head."""
 
     MOVED_KEYS: ClassVar[dict[str, str]] = MOVED_BACKBONE_KEYS
@@ -28,8 +28,10 @@ class ClsModelConfig:
 
 
 @dataclass
-class ClsDataConfig:
+class ClassificationDataConfig:
     """Where the images are and how they are augmented."""
+
+    MOVED_KEYS: ClassVar[dict[str, str]] = {"val_ratio": "data.val_fraction"}
 
     format: str = "imagefolder"  # imagefolder | csv
     root: str = ""  # imagefolder: class folders (or train/ and val/ inside); csv: base of relative paths
@@ -38,7 +40,7 @@ class ClsDataConfig:
     train_csv: str = ""  # csv: columns path,label
     val_csv: str = ""
     classes: list[str] = field(default_factory=list)  # fixed class list/order; [] = sorted names found
-    val_ratio: float = 0.2  # seeded stratified split when no val set is given; 0 = no validation
+    val_fraction: float = 0.2  # seeded stratified split when no val set is given; 0 = no validation
     split_seed: int = 0
     image_size: int = 224
     resize_size: int = 0  # eval resize before the center crop; 0 = image_size / 0.875
@@ -55,9 +57,9 @@ class ClsDataConfig:
 
 
 @dataclass
-class ClsConfig(RunConfig):
+class ClassificationConfig(RunConfig):
     """Full classification run config."""
 
-    model: ClsModelConfig = field(default_factory=ClsModelConfig)
-    data: ClsDataConfig = field(default_factory=ClsDataConfig)
+    model: ClassificationModelConfig = field(default_factory=ClassificationModelConfig)
+    data: ClassificationDataConfig = field(default_factory=ClassificationDataConfig)
     output_dir: str = "runs/classification"

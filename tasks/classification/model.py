@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from tasks.common.backbone import build_backbone
 from tasks.engine.config import ConfigError
 
-from .config import ClsModelConfig
+from .config import ClassificationModelConfig
 
 HEADS = ("linear", "cosine")
 POOLS = ("avg", "max", "avgmax", "catavgmax")
@@ -77,7 +77,9 @@ class ImageClassifier(nn.Module):
         return self.head(next(reversed(features.values())))
 
 
-def build_classifier(cfg: ClsModelConfig, num_classes: int, load_weights: bool = True) -> ImageClassifier:
+def build_classifier(
+    cfg: ClassificationModelConfig, num_classes: int, load_weights: bool = True
+) -> ImageClassifier:
     """Translate the model config into keyword arguments (the model never sees the config).
 
     `load_weights=False` skips `model.backbone.weights` (a whole checkpoint is loaded right after).

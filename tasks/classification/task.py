@@ -15,8 +15,8 @@ from tasks.engine.monitor import progress, use_progress_bars
 from tasks.engine.registry import register_task
 from tasks.engine.task import Task
 
-from .config import ClsConfig
-from .datasets import (
+from .config import ClassificationConfig
+from .data import (
     DataError,
     ImageListDataset,
     Sample,
@@ -42,11 +42,11 @@ class ClassificationTask(Task):
     """Image classification on ImageFolder trees or CSV lists."""
 
     name = "classification"
-    config_cls = ClsConfig
+    config_cls = ClassificationConfig
     default_best_metric = "top1"
     best_mode = "max"
 
-    def __init__(self, cfg: ClsConfig) -> None:
+    def __init__(self, cfg: ClassificationConfig) -> None:
         super().__init__(cfg)
         validate_config(cfg)  # every bad value fails here, before data, model or run folder exist
         self._classes: list[str] | None = None
@@ -207,9 +207,9 @@ class ClassificationTask(Task):
         train, val = self._samples()
         if val is not None:
             return train, val, "given"
-        if data.val_ratio > 0:
-            train, val = stratified_split(train, data.val_ratio, data.split_seed)
-            return train, val, f"stratified {data.val_ratio:.0%} split, seed {data.split_seed}"
+        if data.val_fraction > 0:
+            train, val = stratified_split(train, data.val_fraction, data.split_seed)
+            return train, val, f"stratified {data.val_fraction:.0%} split, seed {data.split_seed}"
         return train, None, "no validation"
 
     def build_datasets(self) -> tuple[ImageListDataset, ImageListDataset | None]:

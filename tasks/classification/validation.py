@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from tasks.common.backbone import validate_backbone
 from tasks.engine.checks import check_one_of, check_range, invalid
 
-from .config import ClsConfig, ClsDataConfig, ClsModelConfig
+from .config import ClassificationConfig, ClassificationDataConfig, ClassificationModelConfig
 from .model import HEADS, POOLS
 from .transforms import AUGMENTS
 
@@ -50,7 +50,7 @@ def check_class_list(classes: Sequence[str]) -> None:
         raise invalid("data.classes", list(classes), f"duplicate names {duplicates}")
 
 
-def validate_data(data: ClsDataConfig, batch_size: int) -> None:
+def validate_data(data: ClassificationDataConfig, batch_size: int) -> None:
     """Check every `data.*` value whose bad value would crash later or silently misbehave."""
     check_one_of("data.format", data.format, FORMATS)
     check_one_of("data.augment", data.augment, AUGMENTS)
@@ -59,7 +59,7 @@ def validate_data(data: ClsDataConfig, batch_size: int) -> None:
             "data.train_csv", data.train_csv, "data.format=csv needs a CSV file (columns path,label)"
         )
     check_class_list(data.classes)
-    check_range("data.val_ratio", data.val_ratio, 0.0, 1.0, high_open=True)
+    check_range("data.val_fraction", data.val_fraction, 0.0, 1.0, high_open=True)
     if data.image_size < 1:
         raise invalid("data.image_size", data.image_size, "must be a positive number of pixels")
     if data.resize_size < 0:
@@ -83,7 +83,7 @@ def validate_data(data: ClsDataConfig, batch_size: int) -> None:
         raise invalid("train.batch_size", batch_size, "mixup/cutmix need an even batch size")
 
 
-def validate_model(model: ClsModelConfig) -> None:
+def validate_model(model: ClassificationModelConfig) -> None:
     """Check every `model.*` value before the network is built (or the data is read)."""
     validate_backbone(model.backbone)
     if model.backbone.in_chans != INPUT_CHANNELS:
@@ -99,7 +99,7 @@ def validate_model(model: ClsModelConfig) -> None:
     check_range("model.cosine_scale", model.cosine_scale, 0.0, low_open=True)
 
 
-def validate_config(cfg: ClsConfig) -> None:
+def validate_config(cfg: ClassificationConfig) -> None:
     """Check the `data` and `model` sections of a classification run.
 
     Raises:

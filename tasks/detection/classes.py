@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 
+from .data import CategoryMap
 from .data_check import DatasetError
-from .dataset import CategoryMap
 
 log = logging.getLogger("tasks.detection")
 

@@ -8,11 +8,11 @@ from typing import ClassVar
 from tasks.common.backbone import MOVED_BACKBONE_KEYS, BackboneConfig
 from tasks.engine.config import RunConfig
 
-from .transforms import AugmentConfig
+from .transforms import DetectionAugmentConfig
 
 
 @dataclass
-class DetModelConfig:
+class DetectionModelConfig:
     """Backbone, FPN and Faster R-CNN settings. Defaults are torchvision's fasterrcnn_resnet50_fpn."""
 
     MOVED_KEYS: ClassVar[dict[str, str]] = MOVED_BACKBONE_KEYS
@@ -52,7 +52,7 @@ class DetModelConfig:
 
 
 @dataclass
-class DetDataConfig:
+class DetectionDataConfig:
     """COCO-format data. ``root`` is a shorthand for ``root/annotations.json`` + ``root/images``."""
 
     root: str = ""
@@ -67,7 +67,7 @@ class DetDataConfig:
     box_tolerance: float = 1.0  # pixels a box may pass the border before it is an error
     keep_empty_images: bool = True  # images without boxes train as negatives
     group_aspect_ratio: bool = True  # batches of same-orientation images (less padding)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    augment: DetectionAugmentConfig = field(default_factory=DetectionAugmentConfig)
     num_vis_images: int = 4  # validation images drawn as PNG after each evaluation
     vis_score_thresh: float = 0.3
 
@@ -76,6 +76,6 @@ class DetDataConfig:
 class DetectionConfig(RunConfig):
     """Full run configuration of ``tools/train_det.py``."""
 
-    model: DetModelConfig = field(default_factory=DetModelConfig)
-    data: DetDataConfig = field(default_factory=DetDataConfig)
+    model: DetectionModelConfig = field(default_factory=DetectionModelConfig)
+    data: DetectionDataConfig = field(default_factory=DetectionDataConfig)
     output_dir: str = "runs/detection"

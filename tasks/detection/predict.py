@@ -13,10 +13,10 @@ from tasks.engine.checkpoint import load_checkpoint
 from tasks.engine.config import config_from_dict
 from tasks.files import visible_children
 
-from .build import build_detector
 from .classes import map_from_meta
 from .config import DetectionConfig
-from .dataset import CategoryMap
+from .data import CategoryMap
+from .model import build_detector
 
 
 def load_detector(

@@ -16,12 +16,12 @@ from tasks.common.backbone import model_signature, upgrade_model_section
 from tasks.engine.registry import register_task
 from tasks.engine.task import Task
 
-from .build import build_detector
 from .classes import align_with_checkpoint, map_from_meta, meta_from_map
-from .config import DetDataConfig, DetectionConfig
+from .config import DetectionConfig, DetectionDataConfig
+from .data import CategoryMap, CocoDetection, collate_detection, split_image_ids, subset_coco
 from .data_check import DatasetError, apply_policy, check_coco, load_coco_json
-from .dataset import CategoryMap, CocoDetection, collate_detection, split_image_ids, subset_coco
-from .evaluation import CocoEvaluator, detections_to_coco, format_per_class_table
+from .metrics import CocoEvaluator, detections_to_coco, format_per_class_table
+from .model import build_detector
 from .sampler import GroupedBatchSampler, aspect_ratio_groups
 from .transforms import DetectionTransform
 from .validation import validate_config
@@ -30,7 +30,7 @@ from .visualize import draw_detections, save_png
 log = logging.getLogger("tasks.detection")
 
 
-def resolve_data_paths(cfg: DetDataConfig) -> tuple[Path, Path, Path | None, Path | None]:
+def resolve_data_paths(cfg: DetectionDataConfig) -> tuple[Path, Path, Path | None, Path | None]:
     """(train annotations, train images, val annotations or None, val images or None) from the config."""
     root = Path(cfg.root) if cfg.root else None
     train_ann = Path(cfg.train_ann) if cfg.train_ann else (root / "annotations.json" if root else None)

@@ -14,7 +14,7 @@ import numpy as np
 
 
 @dataclass
-class AugmentConfig:
+class DetectionAugmentConfig:
     """Training augmentation settings (all off = identity)."""
 
     hflip: float = 0.5  # probability of a horizontal flip
@@ -33,7 +33,7 @@ class DetectionTransform:
     with their labels, so targets stay valid for the loss.
     """
 
-    def __init__(self, cfg: AugmentConfig):
+    def __init__(self, cfg: DetectionAugmentConfig):
         ops = []
         if cfg.hflip > 0:
             ops.append(A.HorizontalFlip(p=cfg.hflip))

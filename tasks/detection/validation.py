@@ -29,7 +29,7 @@ def _check_sampler(prefix: str, batch_size: int, positive_fraction: float) -> No
 
 
 def check_model(m) -> None:
-    """The ``model`` section (DetModelConfig)."""
+    """The ``model`` section (DetectionModelConfig)."""
     if not m.out_indices or any(b <= a for a, b in zip(m.out_indices, m.out_indices[1:])):
         raise invalid(
             "model.out_indices", list(m.out_indices), "must be increasing backbone levels, e.g. [1, 2, 3, 4]"
@@ -69,7 +69,7 @@ def check_model(m) -> None:
 
 
 def check_augment(a) -> None:
-    """The ``data.augment`` section (AugmentConfig)."""
+    """The ``data.augment`` section (DetectionAugmentConfig)."""
     for key in ("hflip", "scale_jitter_prob", "color_jitter_prob"):
         check_unit(f"data.augment.{key}", getattr(a, key))
     # The zoom range is [1 - s, 1 + s]: s >= 1 would include zero or negative scales.
@@ -80,7 +80,7 @@ def check_augment(a) -> None:
 
 
 def check_data(d) -> None:
-    """The ``data`` section (DetDataConfig)."""
+    """The ``data`` section (DetectionDataConfig)."""
     check_range("data.val_fraction", d.val_fraction, 0, 1, high_open=True, what="0: no held-out validation")
     check_one_of("data.check_policy", d.check_policy, POLICIES)
     check_range("data.box_tolerance", d.box_tolerance, 0)

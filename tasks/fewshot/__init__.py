@@ -3,8 +3,8 @@ SimpleShot, with seeded, replayable episodes and embed-once evaluation. See READ
 
 from .data import ClassFolderIndex, FewShotDataError, scan_class_folders
 from .episodes import Episode, EpisodeSpec, load_episodes, sample_episodes, save_episodes
-from .evaluation import evaluate_episodes, mean_and_interval
 from .methods import METHODS, FinetuneSettings, HeadTransfer, ProtoNet, SimpleShot, build_method
+from .metrics import evaluate_episodes, mean_and_interval
 from .model import FewShotNet, build_fewshot_net
 from .splits import split_classes
 

@@ -12,11 +12,13 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
-from torchvision.transforms import v2
+
+if TYPE_CHECKING:
+    from .transforms import ImageTransform
 
 from backbones.errors import UserError
 from tasks.common.images import IMAGE_SUFFIXES, ImageReadError, check_image, is_image_file, read_image
@@ -164,39 +166,6 @@ def check_image_headers(paths: Sequence[str | os.PathLike]) -> None:
             check_image(path)
         except ImageReadError as error:
             raise FewShotDataError(str(error)) from error
-
-
-class ImageTransform:
-    """(H, W, channels) uint8 image -> float tensor (channels, size, size) in [-1, 1] (mean 0.5, std 0.5).
-
-    Two stages so that datasets can cache the deterministic part (decode, convert, resize) and redo only
-    the random augmentation per sample.
-
-    Args:
-        image_size: square output side; every image is resized (not cropped), so mixed sizes are fine.
-        channels: 1 (grayscale, e.g. Omniglot) or 3 (RGB).
-        augment: small random affine jitter for base training (strokes and objects survive it).
-    """
-
-    def __init__(self, image_size: int, channels: int, augment: bool = False):
-        if channels not in (1, 3):
-            raise FewShotDataError(f"channels must be 1 or 3, got {channels}")
-        if image_size < 1:
-            raise FewShotDataError(f"image_size must be >= 1, got {image_size}")
-        self.resize = v2.Compose([v2.ToImage(), v2.Resize((image_size, image_size), antialias=True)])
-        finish: list = (
-            [v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1))] if augment else []
-        )
-        finish += [v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5] * channels, [0.5] * channels)]
-        self.finish = v2.Compose(finish)
-
-    def __call__(self, image: np.ndarray) -> torch.Tensor:
-        return self.finish(self.resize(image))
-
-
-def build_transform(image_size: int, channels: int, augment: bool = False) -> ImageTransform:
-    """See `ImageTransform`."""
-    return ImageTransform(image_size, channels, augment)
 
 
 class ImageListDataset(Dataset):

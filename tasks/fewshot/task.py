@@ -22,18 +22,18 @@ from .data import (
     ClassFolderIndex,
     FewShotDataError,
     RotatedClasses,
-    build_transform,
     check_image_headers,
     dataset_from_index,
     rotated_index,
     scan_class_folders,
 )
 from .episodes import EpisodeBatchSampler, EpisodeSpec, sample_episodes, validate_spec
-from .evaluation import evaluate_episodes
 from .heads import prototype_logits
 from .methods import ProtoNet
+from .metrics import evaluate_episodes
 from .model import FewShotNet
 from .splits import SPLIT_NAMES, load_split, save_split, split_classes
+from .transforms import build_transform
 from .validation import validate_config
 
 log = logging.getLogger("tasks.fewshot")

@@ -10,7 +10,7 @@ from tasks.engine.config import RunConfig
 
 
 @dataclass
-class SegModelConfig:
+class SegmentationModelConfig:
     """U-Net on our backbone. Changing any of these makes old checkpoints incompatible (resume refuses)."""
 
     MOVED_KEYS: ClassVar[dict[str, str]] = MOVED_BACKBONE_KEYS
@@ -29,7 +29,7 @@ class SegModelConfig:
 
 
 @dataclass
-class SegAugConfig:
+class SegmentationAugConfig:
     """Joint image/mask augmentation (albumentations), training only."""
 
     crop_size: list[int] = field(default_factory=lambda: [256, 256])  # [] = whole images (same size needed)
@@ -47,7 +47,7 @@ class SegAugConfig:
 
 
 @dataclass
-class SegDataConfig:
+class SegmentationDataConfig:
     """Where the data is and how to read it. With ``manifest`` set, dataset keys come from the manifest."""
 
     root: str = ""
@@ -70,7 +70,7 @@ class SegDataConfig:
 
 
 @dataclass
-class SegLossConfig:
+class SegmentationLossConfig:
     """Loss from smp: sum of ``dice_weight`` * Dice and ``ce_weight`` * (cross-entropy or BCE or focal)."""
 
     name: str = "dice_ce"  # dice_ce | dice_focal | ce | focal | dice
@@ -81,7 +81,7 @@ class SegLossConfig:
 
 
 @dataclass
-class SegEvalConfig:
+class SegmentationEvalConfig:
     """Validation / prediction settings."""
 
     threshold: float = 0.5  # binary / multilabel probability threshold
@@ -96,12 +96,12 @@ class SegEvalConfig:
 
 
 @dataclass
-class SegRunConfig(RunConfig):
+class SegmentationConfig(RunConfig):
     """Complete segmentation run config (tools/train_seg.py)."""
 
-    model: SegModelConfig = field(default_factory=SegModelConfig)
-    data: SegDataConfig = field(default_factory=SegDataConfig)
-    aug: SegAugConfig = field(default_factory=SegAugConfig)
-    loss: SegLossConfig = field(default_factory=SegLossConfig)
-    eval: SegEvalConfig = field(default_factory=SegEvalConfig)
+    model: SegmentationModelConfig = field(default_factory=SegmentationModelConfig)
+    data: SegmentationDataConfig = field(default_factory=SegmentationDataConfig)
+    aug: SegmentationAugConfig = field(default_factory=SegmentationAugConfig)
+    loss: SegmentationLossConfig = field(default_factory=SegmentationLossConfig)
+    eval: SegmentationEvalConfig = field(default_factory=SegmentationEvalConfig)
     output_dir: str = "runs/segmentation"

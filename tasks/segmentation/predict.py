@@ -16,7 +16,7 @@ from tasks.engine.config import config_from_dict
 from tasks.files import visible_children
 
 from .classes import meta_value_map
-from .config import SegRunConfig
+from .config import SegmentationConfig
 from .data import NIFTI_ENDINGS, resolve_spec
 from .image_io import SegmentationDataError, read_image_and_max
 from .inference import logits_to_labels, predict_logits
@@ -26,7 +26,7 @@ from .overlay import save_overlay
 from .transforms import normalize
 
 
-def load_model_and_meta(path: str | Path) -> tuple[torch.nn.Module, SegRunConfig, dict]:
+def load_model_and_meta(path: str | Path) -> tuple[torch.nn.Module, SegmentationConfig, dict]:
     """Rebuild the U-Net from the config stored in a checkpoint and load its weights (EMA if present).
 
     Returns:
@@ -37,20 +37,20 @@ def load_model_and_meta(path: str | Path) -> tuple[torch.nn.Module, SegRunConfig
         raise SegmentationDataError(
             f"{path}: not a training checkpoint of tools/train_seg.py (needs 'config' and 'model' entries)"
         )
-    cfg = config_from_dict(SegRunConfig, ckpt["config"])
+    cfg = config_from_dict(SegmentationConfig, ckpt["config"])
     model = build_unet(cfg.model)
     model.load_state_dict(ckpt["ema"] if cfg.train.ema and ckpt.get("ema") else ckpt["model"])
     return model.eval(), cfg, ckpt.get("task_meta") or {}
 
 
-def load_model_from_checkpoint(path: str | Path) -> tuple[torch.nn.Module, SegRunConfig]:
+def load_model_from_checkpoint(path: str | Path) -> tuple[torch.nn.Module, SegmentationConfig]:
     """`load_model_and_meta` without the meta."""
     model, cfg, _ = load_model_and_meta(path)
     return model, cfg
 
 
 def _predict_labels(
-    model: torch.nn.Module, cfg: SegRunConfig, image: np.ndarray, tiles, device: str
+    model: torch.nn.Module, cfg: SegmentationConfig, image: np.ndarray, tiles, device: str
 ) -> np.ndarray:
     x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].to(device)
     with torch.no_grad():
@@ -58,13 +58,13 @@ def _predict_labels(
     return logits_to_labels(logits, cfg.model.mode, cfg.eval.threshold, cfg.model.regions)[0].cpu().numpy()
 
 
-def read_input(path: str | Path, cfg: SegRunConfig) -> np.ndarray:
+def read_input(path: str | Path, cfg: SegmentationConfig) -> np.ndarray:
     """The normalised (H, W, in_chans) float32 array the model sees for a 2D image file, as in training."""
     image, max_value = read_image_and_max(path, cfg.model.backbone.in_chans)
     return normalize(image, cfg.data.normalization, max_value, cfg.data.ct_window)
 
 
-def _class_to_value_lut(cfg: SegRunConfig, meta: dict | None = None) -> np.ndarray:
+def _class_to_value_lut(cfg: SegmentationConfig, meta: dict | None = None) -> np.ndarray:
     """class index -> raw mask value of the training data (smallest raw value when several map to a class).
 
     The value map comes from the checkpoint's meta when it has one (the training data need not exist any

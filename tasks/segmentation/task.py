@@ -17,7 +17,7 @@ from tasks.engine.registry import register_task
 from tasks.engine.task import Task
 
 from .classes import align_spec, spec_meta
-from .config import SegRunConfig
+from .config import SegmentationConfig
 from .data import (
     SegmentationDataset,
     discover_pairs,
@@ -58,11 +58,11 @@ class SegmentationTask(Task):
     """U-Net segmentation on our backbone; metrics per class, image and case (see metrics.py)."""
 
     name = "segmentation"
-    config_cls = SegRunConfig
+    config_cls = SegmentationConfig
     default_best_metric = "dice_mean"
     best_mode = "max"
 
-    def __init__(self, cfg: SegRunConfig) -> None:
+    def __init__(self, cfg: SegmentationConfig) -> None:
         super().__init__(cfg)
         m = cfg.model
         self.out_channels = output_channels(m.mode, m.num_classes, m.regions)  # validates mode/regions early

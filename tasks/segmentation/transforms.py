@@ -55,7 +55,7 @@ def normalize(
 
 
 def build_train_transform(aug) -> A.Compose:
-    """Albumentations pipeline for training from an ``SegAugConfig``.
+    """Albumentations pipeline for training from an ``SegmentationAugConfig``.
 
     Images smaller than the crop are padded with 0 and their masks with ``IGNORE_INDEX``, so padding never
     counts as background in the loss.  (The model pads its input to the network stride itself, so crops

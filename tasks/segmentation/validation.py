@@ -27,7 +27,7 @@ def check_size_pair(key: str, values: Sequence[float], what: str) -> None:
 
 
 def check_model(m) -> None:
-    """The ``model`` section (SegModelConfig); mode, regions and encoder_depth are checked by the model."""
+    """The ``model`` section; mode, regions and encoder_depth are checked by the model builder."""
     validate_backbone(m.backbone)
     if not m.decoder_channels or not all(c >= 1 for c in m.decoder_channels):
         raise invalid("model.decoder_channels", list(m.decoder_channels), "every width must be >= 1")
@@ -42,7 +42,7 @@ def check_model(m) -> None:
 
 
 def check_data(d) -> None:
-    """The ``data`` section (SegDataConfig); class_names and value_map are checked against
+    """The ``data`` section (SegmentationDataConfig); class_names and value_map are checked against
     model.num_classes when the dataset spec is resolved (a manifest may define them instead)."""
     check_one_of("data.format", d.format, FORMATS)
     check_one_of("data.normalization", d.normalization, NORMALIZATIONS)
@@ -70,7 +70,7 @@ def check_data(d) -> None:
 
 
 def check_aug(a) -> None:
-    """The ``aug`` section (SegAugConfig)."""
+    """The ``aug`` section (SegmentationAugConfig)."""
     check_size_pair("aug.crop_size", a.crop_size, "height, width")
     for key in ("hflip", "vflip", "rotate90", "rotate_p", "elastic_p", "brightness_contrast_p"):
         check_range(f"aug.{key}", getattr(a, key), 0, 1)
@@ -82,7 +82,7 @@ def check_aug(a) -> None:
 
 
 def check_loss(loss) -> None:
-    """The ``loss`` section (SegLossConfig); the name is checked when the loss is built."""
+    """The ``loss`` section (SegmentationLossConfig); the name is checked when the loss is built."""
     check_range("loss.dice_weight", loss.dice_weight, 0)
     check_range("loss.ce_weight", loss.ce_weight, 0)
     check_range("loss.focal_gamma", loss.focal_gamma, 0)
@@ -101,7 +101,7 @@ def check_loss(loss) -> None:
 
 
 def check_eval(e, mode: str, num_classes: int) -> None:
-    """The ``eval`` section (SegEvalConfig)."""
+    """The ``eval`` section (SegmentationEvalConfig)."""
     check_range("eval.threshold", e.threshold, 0, 1)
     check_one_of("eval.empty_rule", e.empty_rule, EMPTY_RULES)
     if mode != "multilabel" and e.background_class is not None and not 0 <= e.background_class < num_classes:
@@ -117,7 +117,7 @@ def check_eval(e, mode: str, num_classes: int) -> None:
 
 
 def validate_config(cfg) -> None:
-    """Check the ``model``, ``data``, ``aug``, ``loss`` and ``eval`` sections of a SegRunConfig.
+    """Check the ``model``, ``data``, ``aug``, ``loss`` and ``eval`` sections of a SegmentationConfig.
 
     Raises:
         ConfigError: naming the dotted key, its value and what was expected.

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.classification.config import ClsConfig
-from tasks.classification.datasets import DataError
+from tasks.classification.config import ClassificationConfig
+from tasks.classification.data import DataError
 from tasks.classification.task import ClassificationTask
 from tasks.engine import load_checkpoint
 from tools import train_cls
@@ -93,7 +93,7 @@ def test_resume_keeps_the_checkpoint_label_order(trained, tiny, tmp_path):
 
 
 def task_for(root: Path, **data) -> ClassificationTask:
-    cfg = ClsConfig()
+    cfg = ClassificationConfig()
     cfg.data.root, cfg.data.image_size = str(root), 32
     for key, value in data.items():
         setattr(cfg.data, key, value)
@@ -102,7 +102,7 @@ def task_for(root: Path, **data) -> ClassificationTask:
 
 def test_resume_labels_follow_the_checkpoint(tmp_path, make_folder):
     root = make_folder(tmp_path / "d", per_class=2, classes=CLASSES)
-    task = task_for(root, val_ratio=0.0, classes=["wasps", "ants", "bees"])
+    task = task_for(root, val_fraction=0.0, classes=["wasps", "ants", "bees"])
     task.adopt_checkpoint_meta({"classes": CLASSES}, "ckpt.pt", "resume")
     train, _ = task.build_datasets()
     assert task.classes == CLASSES and task.checkpoint_meta() == {"classes": CLASSES}

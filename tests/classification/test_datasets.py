@@ -5,13 +5,13 @@ from collections import Counter
 
 import pytest
 
-from tasks.classification.config import ClsConfig
-from tasks.classification.datasets import DataError, Sample, scan_image_folder, stratified_split
+from tasks.classification.config import ClassificationConfig
+from tasks.classification.data import DataError, Sample, scan_image_folder, stratified_split
 from tasks.classification.task import ClassificationTask
 
 
 def task_for(root, **data):
-    cfg = ClsConfig()
+    cfg = ClassificationConfig()
     cfg.data.root = str(root)
     cfg.data.image_size = 32
     for key, value in data.items():
@@ -41,7 +41,7 @@ def test_stratified_split_is_seeded_disjoint_and_balanced():
 
 
 def test_task_builds_split_datasets_with_train_and_val_transforms(image_folder):
-    train, val = task_for(image_folder, val_ratio=0.5).build_datasets()
+    train, val = task_for(image_folder, val_fraction=0.5).build_datasets()
     assert len(train) == 6 and len(val) == 6
     image, label = train[0]
     assert image.shape == (3, 32, 32) and label in (0, 1)
@@ -147,7 +147,7 @@ def add_macos_junk(root):
 def test_macos_junk_is_never_a_class_nor_an_image(image_folder, skip_corrupt, caplog):
     add_macos_junk(image_folder)
     with caplog.at_level(logging.WARNING, logger="tasks.classification"):
-        train, val = task_for(image_folder, skip_corrupt=skip_corrupt, val_ratio=0.5).build_datasets()
+        train, val = task_for(image_folder, skip_corrupt=skip_corrupt, val_fraction=0.5).build_datasets()
     assert train.classes == ["ants", "bees"]
     assert (len(train), len(val)) == (6, 6)
     assert all(not s.path.name.startswith("._") for s in train.samples + val.samples)
@@ -170,18 +170,18 @@ def test_csv_with_a_utf8_byte_order_mark(image_folder, tmp_path):
     excel_csv = tmp_path / "excel.csv"
     excel_csv.write_text("path,label\n" + rows, encoding="utf-8-sig")  # Excel's "CSV UTF-8"
     assert excel_csv.read_bytes().startswith(b"\xef\xbb\xbf")
-    task = task_for(image_folder, format="csv", train_csv=str(excel_csv), val_ratio=0.0)
+    task = task_for(image_folder, format="csv", train_csv=str(excel_csv), val_fraction=0.0)
     train, _ = task.build_datasets()
     assert task.classes == ["ants", "bees"] and len(train) == 12
 
 
 def test_eval_dataset_decodes_no_training_image(image_folder, monkeypatch):
-    _, clean_val = task_for(image_folder, val_ratio=0.5).build_datasets()
-    train_paths = {s.path for s in task_for(image_folder, val_ratio=0.5).build_datasets()[0].samples}
+    _, clean_val = task_for(image_folder, val_fraction=0.5).build_datasets()
+    train_paths = {s.path for s in task_for(image_folder, val_fraction=0.5).build_datasets()[0].samples}
     corrupt = sorted(train_paths)[0]
     corrupt.write_bytes(b"\x89PNG broken")
 
-    import tasks.classification.datasets as datasets
+    import tasks.classification.data as datasets
 
     opened = []
 
@@ -191,8 +191,8 @@ def test_eval_dataset_decodes_no_training_image(image_folder, monkeypatch):
 
     check_image = datasets.check_image
     monkeypatch.setattr(datasets, "check_image", recording_check)
-    val = task_for(image_folder, val_ratio=0.5).build_eval_dataset()
+    val = task_for(image_folder, val_fraction=0.5).build_eval_dataset()
     assert [s.path for s in val.samples] == [s.path for s in clean_val.samples]  # the same seeded split
     assert opened and not set(opened) & train_paths
     with pytest.raises(DataError, match=f"{corrupt.name}.*the training set"):
-        task_for(image_folder, val_ratio=0.5).build_datasets()
+        task_for(image_folder, val_fraction=0.5).build_datasets()

@@ -22,7 +22,7 @@ CONFIG = str(ROOT / "configs" / "classification" / "resnet18_imagefolder.yaml")
         ("data.min_scale=0", "data.min_scale=0: must be in (0, 1]"),
         ("data.image_size=-32", "data.image_size=-32: must be a positive number of pixels"),
         ("data.resize_size=16", "data.resize_size=16: must be 0 or >= data.image_size=32"),
-        ("data.val_ratio=1", "data.val_ratio=1: must be in [0, 1)"),
+        ("data.val_fraction=1", "data.val_fraction=1: must be in [0, 1)"),
         ("data.color_jitter=-0.4", "data.color_jitter=-0.4: must be >= 0"),
         ("data.mixup_prob=1.5", "data.mixup_prob=1.5: must be in [0, 1]"),
         ("data.cutmix_alpha=-1", "data.cutmix_alpha=-1: must be >= 0"),
@@ -62,5 +62,5 @@ def test_root_one_level_too_high_stops_before_the_run_folder(tmp_path, make_fold
 
 
 def test_valid_edge_values_are_accepted(image_folder, tmp_path, tiny):
-    extra = ("data.min_scale=1", "data.val_ratio=0.5", "data.mixup_prob=0", "model.num_classes=2")
+    extra = ("data.min_scale=1", "data.val_fraction=0.5", "data.mixup_prob=0", "model.num_classes=2")
     assert train_cls.main([CONFIG, *tiny(image_folder, tmp_path / "run", *extra)]) == 0

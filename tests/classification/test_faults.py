@@ -43,7 +43,7 @@ def test_kill_9_mid_epoch_then_resume_auto_reaches_the_same_weights(tmp_path, ma
     args = tiny(
         root,
         tmp_path / "placeholder",
-        "data.val_ratio=0.34",  # 2 val + 4 train images per class: 2 batches of 4 per epoch
+        "data.val_fraction=0.34",  # 2 val + 4 train images per class: 2 batches of 4 per epoch
         "train.epochs=3",
         "train.checkpoint_every_steps=1",
         "train.deterministic=true",
@@ -104,7 +104,7 @@ def test_two_process_ddp_matches_single_process_first_step(tmp_path, make_folder
     common = tiny(
         root,
         tmp_path / "placeholder",
-        "data.val_ratio=0",
+        "data.val_fraction=0",
         "data.augment=none",
         "model.dropout=0",
         "model.backbone.norm_eval=true",
@@ -147,11 +147,11 @@ def test_two_process_ddp_matches_single_process_first_step(tmp_path, make_folder
     assert len(ckpt["rng"]) == 2 and ckpt["step"] == 1
 
     # The initial weights: the tool seeds with train.seed before building the model.
-    from tasks.classification import ClassificationTask, ClsConfig
+    from tasks.classification import ClassificationConfig, ClassificationTask
     from tasks.engine import load_config
     from tasks.engine.runtime import seed_everything
 
-    cfg = load_config(CONFIG, [*common, "train.batch_size=8"], ClsConfig)
+    cfg = load_config(CONFIG, [*common, "train.batch_size=8"], ClassificationConfig)
     seed_everything(cfg.train.seed)
     initial = ClassificationTask(cfg).build_model().state_dict()
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torchvision
 
-from tasks.classification.config import ClsModelConfig
+from tasks.classification.config import ClassificationModelConfig
 from tasks.classification.metrics import confusion_matrix, precision_recall, topk_accuracy
 from tasks.classification.model import build_classifier
 from tasks.common.backbone import BackboneConfig
@@ -13,7 +13,9 @@ from tasks.common.backbone import BackboneConfig
 def test_linear_head_matches_torchvision_resnet18():
     """backbone + avg pool + linear == torchvision's resnet18 with the same weights."""
     reference = torchvision.models.resnet18(num_classes=7).eval()
-    ours = build_classifier(ClsModelConfig(backbone=BackboneConfig(arch="resnet18")), num_classes=7).eval()
+    ours = build_classifier(
+        ClassificationModelConfig(backbone=BackboneConfig(arch="resnet18")), num_classes=7
+    ).eval()
     state = {k: v for k, v in reference.state_dict().items() if not k.startswith("fc.")}
     ours.backbone.load_state_dict(state, strict=False)
     ours.head.fc.load_state_dict(reference.fc.state_dict())
@@ -24,7 +26,9 @@ def test_linear_head_matches_torchvision_resnet18():
 
 def test_cosine_head_and_frozen_stages():
     backbone = BackboneConfig(arch="resnet18", frozen_stages=2)
-    cfg = ClsModelConfig(backbone=backbone, head="cosine", cosine_scale=10.0, pool="catavgmax", dropout=0.5)
+    cfg = ClassificationModelConfig(
+        backbone=backbone, head="cosine", cosine_scale=10.0, pool="catavgmax", dropout=0.5
+    )
     model = build_classifier(cfg, num_classes=3)
     with torch.no_grad():
         logits = model.eval()(torch.randn(2, 3, 32, 32))
@@ -39,9 +43,9 @@ def test_cosine_head_and_frozen_stages():
 
 def test_bad_head_options_are_value_errors():
     with pytest.raises(ValueError, match="model.head='mlp'"):
-        build_classifier(ClsModelConfig(head="mlp"), 2)
+        build_classifier(ClassificationModelConfig(head="mlp"), 2)
     with pytest.raises(ValueError, match="model.pool='gem'"):
-        build_classifier(ClsModelConfig(pool="gem"), 2)
+        build_classifier(ClassificationModelConfig(pool="gem"), 2)
 
 
 def test_topk_and_per_class_metrics_against_brute_force():

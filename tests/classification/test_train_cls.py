@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 import torchvision
 
-from tasks.classification.config import ClsConfig
+from tasks.classification.config import ClassificationConfig
 from tasks.engine import load_checkpoint, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,7 +26,7 @@ train_cls = load_tool()
 
 
 def test_shipped_configs_load():
-    cfgs = {p.stem: load_config(p, [], ClsConfig) for p in sorted(CONFIGS.glob("*.yaml"))}
+    cfgs = {p.stem: load_config(p, [], ClassificationConfig) for p in sorted(CONFIGS.glob("*.yaml"))}
     assert {"resnet18_imagefolder", "resnet50_finetune", "resnet18_cifar"} <= set(cfgs)
     fine = cfgs["resnet50_finetune"]
     assert (
@@ -47,7 +47,7 @@ def test_shipped_configs_load():
 def test_train_eval_resume_cycle(image_folder, tmp_path, tiny, capsys):
     out = tmp_path / "run"
     config = str(CONFIGS / "resnet18_imagefolder.yaml")
-    assert train_cls([config, *tiny(image_folder, out, "data.val_ratio=0.5")]) == 0
+    assert train_cls([config, *tiny(image_folder, out, "data.val_fraction=0.5")]) == 0
     for name in (
         "config.yaml",
         "metrics.jsonl",
@@ -65,18 +65,19 @@ def test_train_eval_resume_cycle(image_folder, tmp_path, tiny, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["global_step"] == 1 and summary["best_metric"] == "top1"
 
-    assert train_cls([config, *tiny(image_folder, out, "data.val_ratio=0.5"), "--eval-only"]) == 0
+    assert train_cls([config, *tiny(image_folder, out, "data.val_fraction=0.5"), "--eval-only"]) == 0
     evaluation = json.loads((out / "eval.json").read_text())
     assert evaluation["weights"].endswith("best.pt") and 0.0 <= evaluation["top1"] <= 1.0
     assert evaluation["top5"] == 1.0  # 2 classes
 
     assert (
-        train_cls([config, *tiny(image_folder, out, "data.val_ratio=0.5", "train.epochs=2"), "--resume"]) == 0
+        train_cls([config, *tiny(image_folder, out, "data.val_fraction=0.5", "train.epochs=2"), "--resume"])
+        == 0
     )
     assert load_checkpoint(out / "checkpoints" / "last.pt")["step"] == 2
 
     capsys.readouterr()
-    changed = tiny(image_folder, out, "data.val_ratio=0.5", "train.epochs=3", "model.dropout=0.5")
+    changed = tiny(image_folder, out, "data.val_fraction=0.5", "train.epochs=3", "model.dropout=0.5")
     assert train_cls([config, *changed, "--resume", "auto"]) == 2
     assert "refusing to resume" in capsys.readouterr().err
 

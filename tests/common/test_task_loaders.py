@@ -15,15 +15,15 @@ import pytest
 import torch
 from PIL import Image
 
-from tasks.classification.datasets import ImageListDataset as ClassificationImages
-from tasks.classification.datasets import Sample
+from tasks.classification.data import ImageListDataset as ClassificationImages
+from tasks.classification.data import Sample
+from tasks.detection.data import CategoryMap, CocoDetection
 from tasks.detection.data_check import check_coco
-from tasks.detection.dataset import CategoryMap, CocoDetection
 from tasks.detection.predict import predict_images
 from tasks.fewshot.data import ImageListDataset as FewShotImages
-from tasks.fewshot.data import build_transform
 from tasks.fewshot.fixed_task import load_fixed_task
-from tasks.segmentation.config import SegDataConfig, SegRunConfig
+from tasks.fewshot.transforms import build_transform
+from tasks.segmentation.config import SegmentationConfig, SegmentationDataConfig
 from tasks.segmentation.data import SegmentationDataset, discover_records, resolve_spec
 from tasks.segmentation.image_io import SegmentationDataError
 from tasks.segmentation.predict import read_input
@@ -125,14 +125,14 @@ def segmentation_item(path: Path) -> np.ndarray:
     (root / "masks").mkdir()
     path.rename(root / "images" / path.name)
     Image.fromarray(np.zeros((HEIGHT, WIDTH), np.uint8)).save(root / "masks" / f"{path.stem}.png")
-    spec = resolve_spec(SegDataConfig(root=str(root), value_map={0: 0, 255: 1}), 2)
+    spec = resolve_spec(SegmentationDataConfig(root=str(root), value_map={0: 0, 255: 1}), 2)
     records = discover_records(root, spec, in_chans=3)  # checks the image's displayed size against the mask
     image, _ = SegmentationDataset(records, spec, in_chans=3, normalization="none").load(0)
     return image
 
 
 def segmentation_predict(path: Path) -> np.ndarray:
-    cfg = SegRunConfig()
+    cfg = SegmentationConfig()
     cfg.model.in_chans, cfg.data.normalization = 3, "none"
     return read_input(path, cfg)
 
@@ -224,6 +224,6 @@ def test_segmentation_mask_of_the_stored_orientation_is_explained(tmp_path):
     (tmp_path / "masks").mkdir()
     (tmp_path / "phone.jpg").rename(tmp_path / "images" / "phone.jpg")
     Image.fromarray(np.zeros((WIDTH, HEIGHT), np.uint8)).save(tmp_path / "masks" / "phone.png")  # unturned
-    spec = resolve_spec(SegDataConfig(root=str(tmp_path), value_map={0: 0, 255: 1}), 2)
+    spec = resolve_spec(SegmentationDataConfig(root=str(tmp_path), value_map={0: 0, 255: 1}), 2)
     with pytest.raises(SegmentationDataError, match=r"24x40 \(HxW\) as displayed \(its EXIF orientation 6"):
         discover_records(tmp_path, spec, in_chans=3)

@@ -77,15 +77,15 @@ def _save(model, cfg, path: Path, task_meta: dict | None = None) -> Path:
 @pytest.fixture(scope="session")
 def cls_checkpoint(tmp_path_factory) -> Path:
     """ResNet-18 classifier (3 classes, 32 px) briefly trained on its ImageFolder data."""
-    from tasks.classification import ClsConfig, build_classifier
+    from tasks.classification import ClassificationConfig, build_classifier
 
     root = tmp_path_factory.mktemp("cls")
     data = _image_folder(root / "images")
-    cfg = ClsConfig()
+    cfg = ClassificationConfig()
     cfg.model.backbone.arch = "resnet18"
     cfg.data.root = str(data)
     cfg.data.image_size = 32
-    cfg.data.val_ratio = 0.5
+    cfg.data.val_fraction = 0.5
     torch.manual_seed(0)
     model = build_classifier(cfg.model, 3)
     # A few real training steps (the colours separate the classes): quantization and pruning are then
@@ -107,11 +107,11 @@ def cls_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def seg_checkpoint(tmp_path_factory) -> Path:
     """Small binary U-Net (ResNet-18 encoder, depth 3, narrow decoder) and its 48x48 folder data."""
-    from tasks.segmentation.config import SegRunConfig
+    from tasks.segmentation.config import SegmentationConfig
     from tasks.segmentation.model import build_unet
 
     root = tmp_path_factory.mktemp("seg")
-    cfg = SegRunConfig()
+    cfg = SegmentationConfig()
     cfg.model.backbone.arch = "resnet18"
     cfg.model.backbone.in_chans = 1
     cfg.model.mode = "binary"
@@ -126,8 +126,8 @@ def seg_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def det_checkpoint(tmp_path_factory) -> Path:
     """Tiny Faster R-CNN (ResNet-18 FPN, 64 px) whose box threshold is 0 so parity sees real boxes."""
-    from tasks.detection.build import build_detector
     from tasks.detection.config import DetectionConfig
+    from tasks.detection.model import build_detector
 
     root = tmp_path_factory.mktemp("det")
     cfg = DetectionConfig()

@@ -12,7 +12,7 @@ import torchvision
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
-from tasks.classification import ClsModelConfig, build_classifier
+from tasks.classification import ClassificationModelConfig, build_classifier
 from tasks.common.backbone import BackboneConfig
 from tasks.deploy.analysis import browse_dataset, lr_schedule, stage_rows
 from tasks.deploy.errors import DeployError
@@ -27,7 +27,7 @@ def _tool(name: str):
 
 
 def test_stage_rows_add_up_to_torchvision_totals():
-    model = build_classifier(ClsModelConfig(backbone=BackboneConfig(arch="resnet18")), 10)
+    model = build_classifier(ClassificationModelConfig(backbone=BackboneConfig(arch="resnet18")), 10)
     rows = stage_rows(model, (1, 3, 64, 64))
     names = [r["name"] for r in rows]
     assert names == ["backbone.stem", *[f"backbone.layer{i}" for i in range(1, 5)], "head", "total"]

@@ -114,9 +114,9 @@ def test_pruned_checkpoint_fine_tunes_through_the_training_loop(cls_checkpoint, 
     )
     config = tmp_path / "cls.yaml"
     config.write_text(
-        f"model:\n  arch: resnet18\ndata:\n  root: {ckpt['config']['data']['root']}\n  image_size: 32\n"
-        "  val_ratio: 0.5\ntrain:\n  epochs: 1\n  batch_size: 4\n  max_steps_per_epoch: 1\n  num_workers: 0\n"
-        "  tensorboard: false\n  plots: false\n"
+        f"model:\n  backbone:\n    arch: resnet18\ndata:\n  root: {ckpt['config']['data']['root']}\n"
+        "  image_size: 32\n  val_fraction: 0.5\ntrain:\n  epochs: 1\n  batch_size: 4\n"
+        "  max_steps_per_epoch: 1\n  num_workers: 0\n  tensorboard: false\n  plots: false\n"
     )
     run_dir = tmp_path / "run"
     # the path: plain train_cls --weights resizes the configured layers to the pruned widths

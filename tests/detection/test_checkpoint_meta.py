@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tasks.detection.data import CategoryMap
 from tasks.detection.data_check import DatasetError
-from tasks.detection.dataset import CategoryMap
 from tasks.detection.task import DetectionTask
 from tasks.engine.checkpoint import load_checkpoint
 from tasks.engine.trainer import Trainer

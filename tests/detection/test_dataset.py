@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.detection.dataset import CategoryMap, CocoDetection, split_image_ids, subset_coco
+from tasks.detection.data import CategoryMap, CocoDetection, split_image_ids, subset_coco
 from tasks.detection.sampler import GroupedBatchSampler, aspect_ratio_groups
-from tasks.detection.transforms import AugmentConfig, DetectionTransform
+from tasks.detection.transforms import DetectionAugmentConfig, DetectionTransform
 
 
 @pytest.fixture
@@ -77,7 +77,7 @@ def test_subset_keeps_matching_annotations(data):
 def test_horizontal_flip_moves_boxes():
     image = np.zeros((40, 60, 3), np.uint8)
     boxes = np.array([[5, 10, 25, 30]], np.float32)
-    tf = DetectionTransform(AugmentConfig(hflip=1.0))
+    tf = DetectionTransform(DetectionAugmentConfig(hflip=1.0))
     _, new_boxes, labels = tf(image, boxes, np.array([2]))
     np.testing.assert_allclose(new_boxes, [[35, 10, 55, 30]], atol=1e-4)
     assert labels.tolist() == [2]
@@ -88,7 +88,7 @@ def test_zoom_removes_boxes_that_leave_the_image_with_their_labels():
     # One box in the corner (pushed out by a 2x zoom about the centre) and one in the middle (stays).
     boxes = np.array([[0, 0, 10, 10], [45, 45, 55, 55]], np.float32)
     tf = DetectionTransform(
-        AugmentConfig(hflip=0.0, scale_jitter=0.8, scale_jitter_prob=1.0, min_visibility=0.3)
+        DetectionAugmentConfig(hflip=0.0, scale_jitter=0.8, scale_jitter_prob=1.0, min_visibility=0.3)
     )
     random.seed(0)
     removed = 0
@@ -106,7 +106,7 @@ def test_augmentation_is_reproducible_from_python_seed():
     image = np.random.default_rng(0).integers(0, 255, (50, 50, 3), dtype=np.uint8)
     boxes = np.array([[5, 5, 30, 30]], np.float32)
     tf = DetectionTransform(
-        AugmentConfig(hflip=0.5, scale_jitter=0.3, scale_jitter_prob=1.0, color_jitter=0.3)
+        DetectionAugmentConfig(hflip=0.5, scale_jitter=0.3, scale_jitter_prob=1.0, color_jitter=0.3)
     )
     random.seed(7)
     a = tf(image, boxes, np.array([1]))

@@ -13,8 +13,8 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from tasks.detection.dataset import CategoryMap
-from tasks.detection.evaluation import (
+from tasks.detection.data import CategoryMap
+from tasks.detection.metrics import (
     STAT_NAMES,
     CocoEvaluator,
     ResultsError,

@@ -14,9 +14,13 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from backbones import convert_frozen_batchnorm, resnet18, resnet50
 from tasks.common.backbone import BackboneConfig
-from tasks.detection.build import build_detector
-from tasks.detection.config import DetModelConfig
-from tasks.detection.model import BackboneWithFPN, build_faster_rcnn, load_torchvision_detector_weights
+from tasks.detection.config import DetectionModelConfig
+from tasks.detection.model import (
+    BackboneWithFPN,
+    build_detector,
+    build_faster_rcnn,
+    load_torchvision_detector_weights,
+)
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -156,7 +160,7 @@ def test_torchvision_weights_with_other_class_count(tmp_path):
 
     path = tmp_path / "tv.pth"
     torch.save(source.state_dict(), path)
-    cfg = DetModelConfig(
+    cfg = DetectionModelConfig(
         backbone=BackboneConfig(arch="resnet18", norm="frozen_bn"),
         fpn_channels=32,
         detector_weights=str(path),
@@ -168,7 +172,7 @@ def test_torchvision_weights_with_other_class_count(tmp_path):
     assert isinstance(model.backbone.body.bn1, FrozenBatchNorm2d)
     with pytest.raises(ValueError, match="detector_weights='missing.pth': file not found"):
         build_detector(
-            DetModelConfig(backbone=BackboneConfig(arch="resnet18"), detector_weights="missing.pth"), 3
+            DetectionModelConfig(backbone=BackboneConfig(arch="resnet18"), detector_weights="missing.pth"), 3
         )
 
 
@@ -177,7 +181,7 @@ def test_norm_policy():
 
     def detector(**backbone):
         return build_detector(
-            DetModelConfig(backbone=BackboneConfig(arch="resnet18", **backbone), **small), 3
+            DetectionModelConfig(backbone=BackboneConfig(arch="resnet18", **backbone), **small), 3
         )
 
     with pytest.raises(ValueError, match=r"model.backbone.norm='batch': expected one of"):

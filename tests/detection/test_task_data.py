@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tasks.detection.data import split_image_ids
 from tasks.detection.data_check import DatasetError
-from tasks.detection.dataset import split_image_ids
 from tasks.detection.predict import list_images
 from tasks.detection.task import DetectionTask
 from tasks.detection.voc import voc_to_coco

@@ -11,13 +11,13 @@ from tasks.fewshot.data import (
     FewShotDataError,
     ImageListDataset,
     RotatedClasses,
-    build_transform,
     check_image_headers,
     dataset_from_index,
     load_all,
     rotated_index,
     scan_class_folders,
 )
+from tasks.fewshot.transforms import build_transform
 
 
 def test_nested_tree_classes_groups_and_ids(nested_tree):

@@ -7,10 +7,11 @@ import math
 import numpy as np
 import torch
 
-from tasks.fewshot.data import build_transform, dataset_from_index, load_all, scan_class_folders
+from tasks.fewshot.data import dataset_from_index, load_all, scan_class_folders
 from tasks.fewshot.episodes import EpisodeSpec, sample_episodes
-from tasks.fewshot.evaluation import evaluate_episodes, mean_and_interval
 from tasks.fewshot.methods import FinetuneSettings, HeadTransfer, ProtoNet, SimpleShot
+from tasks.fewshot.metrics import evaluate_episodes, mean_and_interval
+from tasks.fewshot.transforms import build_transform
 
 
 def test_mean_and_interval_formula():

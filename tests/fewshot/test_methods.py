@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tasks.fewshot.evaluation import frozen_activations
 from tasks.fewshot.heads import CosineHead, class_means, default_cosine_scale, prototype_logits
 from tasks.fewshot.methods import FinetuneSettings, HeadTransfer, ProtoNet, SimpleShot, build_method
+from tasks.fewshot.metrics import frozen_activations
 
 
 def test_prototype_logits_match_the_formula():

@@ -115,12 +115,12 @@ TINY = [
 
 @pytest.fixture(scope="session")
 def tiny_seg_config():
-    """``make(config_name, run_dir, *overrides) -> SegRunConfig``: a shipped config shrunk to seconds."""
+    """``make(config_name, run_dir, *overrides) -> SegmentationConfig``: a shipped config, in seconds."""
     from tasks.engine.config import load_config
-    from tasks.segmentation.config import SegRunConfig
+    from tasks.segmentation.config import SegmentationConfig
 
-    def make(name: str, run: Path, *overrides: str) -> SegRunConfig:
-        return load_config(CONFIGS / name, [*TINY, f"output_dir={run}", *overrides], SegRunConfig)
+    def make(name: str, run: Path, *overrides: str) -> SegmentationConfig:
+        return load_config(CONFIGS / name, [*TINY, f"output_dir={run}", *overrides], SegmentationConfig)
 
     return make
 

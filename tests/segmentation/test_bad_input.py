@@ -6,14 +6,14 @@ import torch
 from PIL import Image
 
 from backbones import create_backbone
-from tasks.segmentation.config import SegDataConfig
+from tasks.segmentation.config import SegmentationDataConfig
 from tasks.segmentation.data import SegmentationDataset, discover_records, resolve_spec, validate_mask_values
 from tasks.segmentation.image_io import SegmentationDataError, read_image_and_max
 from tasks.segmentation.model import UNet
 
 
 def _spec(root):
-    return resolve_spec(SegDataConfig(root=str(root), value_map={0: 0, 255: 1}), 2)
+    return resolve_spec(SegmentationDataConfig(root=str(root), value_map={0: 0, 255: 1}), 2)
 
 
 def test_image_and_mask_of_different_sizes(binary_dataset):
@@ -106,4 +106,4 @@ def test_missing_folder_and_duplicate_stems(tmp_path, binary_dataset):
 
 def test_num_classes_disagrees_with_manifest(multiclass_dataset):
     with pytest.raises(SegmentationDataError, match=r"3 classes .* but model.num_classes=2"):
-        resolve_spec(SegDataConfig(root=str(multiclass_dataset), manifest="dataset.json"), 2)
+        resolve_spec(SegmentationDataConfig(root=str(multiclass_dataset), manifest="dataset.json"), 2)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tasks.segmentation.config import SegAugConfig, SegDataConfig
+from tasks.segmentation.config import SegmentationAugConfig, SegmentationDataConfig
 from tasks.segmentation.data import (
     SegmentationDataset,
     discover_records,
@@ -123,7 +123,7 @@ def test_manifest_errors_name_file_and_key(tmp_path):
 
 
 def test_case_grouped_split_is_seeded_and_disjoint(multiclass_dataset):
-    cfg = SegDataConfig(root=str(multiclass_dataset), manifest="dataset.json")
+    cfg = SegmentationDataConfig(root=str(multiclass_dataset), manifest="dataset.json")
     spec = resolve_spec(cfg, 3)
     records = discover_records(multiclass_dataset, spec, in_chans=1)
     train, val = split_by_case(records, 0.34, seed=3)
@@ -139,13 +139,13 @@ def test_case_grouped_split_is_seeded_and_disjoint(multiclass_dataset):
 
 
 def test_case_pattern_groups_by_regex(binary_dataset):
-    cfg = SegDataConfig(root=str(binary_dataset), value_map={0: 0, 255: 1})
+    cfg = SegmentationDataConfig(root=str(binary_dataset), value_map={0: 0, 255: 1})
     records = discover_records(binary_dataset, resolve_spec(cfg, 2), 1, case_pattern=r"^(img)\d")
     assert {r.case_id for r in records} == {"img"}
 
 
 def test_nifti_volumes_are_sliced_with_spacing(nifti_dataset):
-    cfg = SegDataConfig(root=str(nifti_dataset), manifest="dataset.json")
+    cfg = SegmentationDataConfig(root=str(nifti_dataset), manifest="dataset.json")
     spec = resolve_spec(cfg, 2)
     records = discover_records(nifti_dataset, spec, in_chans=1)
     assert len(records) == 12 and {r.slice_index for r in records} == {0, 1, 2, 3}
@@ -163,7 +163,7 @@ def test_joint_augmentation_keeps_image_and_mask_aligned():
     mask = np.zeros((40, 50), np.uint8)
     image[5:15, 10:30] = 1.0
     mask[5:15, 10:30] = 1
-    aug = SegAugConfig(
+    aug = SegmentationAugConfig(
         crop_size=[64, 64],
         hflip=1.0,
         vflip=1.0,

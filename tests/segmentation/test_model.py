@@ -7,7 +7,7 @@ from torch import nn
 
 from backbones import create_backbone
 from tasks.common.backbone import BackboneConfig
-from tasks.segmentation.config import SegModelConfig
+from tasks.segmentation.config import SegmentationModelConfig
 from tasks.segmentation.model import UNet, build_unet
 from tasks.segmentation.smp_parts import decoder_features, register_encoder
 
@@ -57,7 +57,7 @@ def test_decoder_features_matches_smp_forward():
     [("binary", 2, [], 1), ("multiclass", 4, [], 4), ("multilabel", 4, [[1, 2, 3], [2, 3], [3]], 3)],
 )
 def test_modes_and_odd_sizes(mode, num_classes, regions, channels):
-    cfg = SegModelConfig(
+    cfg = SegmentationModelConfig(
         backbone=BackboneConfig(arch="resnet18", in_chans=2),
         num_classes=num_classes,
         mode=mode,
@@ -102,7 +102,7 @@ def test_scse_attention_and_decoder_width_checks():
 
 
 def test_encoder_depth_and_frozen_stages():
-    cfg = SegModelConfig(
+    cfg = SegmentationModelConfig(
         backbone=BackboneConfig(arch="resnet18", in_chans=1, frozen_stages=1),
         encoder_depth=4,
         decoder_channels=[32, 16, 16, 16],
@@ -114,9 +114,15 @@ def test_encoder_depth_and_frozen_stages():
     assert not any(frozen) and all(p.requires_grad for p in model.encoder.backbone.layer2.parameters())
     assert model(torch.randn(2, 1, 40, 40)).shape == (2, 2, 40, 40)
     with pytest.raises(ValueError, match="binary needs model.num_classes=2"):
-        build_unet(SegModelConfig(backbone=BackboneConfig(arch="resnet18"), mode="binary", num_classes=3))
+        build_unet(
+            SegmentationModelConfig(backbone=BackboneConfig(arch="resnet18"), mode="binary", num_classes=3)
+        )
     with pytest.raises(ValueError, match="regions"):
-        build_unet(SegModelConfig(backbone=BackboneConfig(arch="resnet18"), mode="multilabel", num_classes=3))
+        build_unet(
+            SegmentationModelConfig(
+                backbone=BackboneConfig(arch="resnet18"), mode="multilabel", num_classes=3
+            )
+        )
 
 
 def test_our_encoder_inside_smp_models():

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from tasks.common.backbone import BackboneConfig
-from tasks.segmentation.config import SegModelConfig, SegRunConfig
+from tasks.segmentation.config import SegmentationConfig, SegmentationModelConfig
 from tasks.segmentation.task import SegmentationTask, make_targets
 
 
@@ -16,7 +16,9 @@ def test_binary_targets_keep_ignore_pixels():
 
 
 def test_deep_supervision_loss_is_the_weighted_mean_of_the_heads():
-    task = SegmentationTask(SegRunConfig(model=SegModelConfig(mode="multiclass", num_classes=3)))
+    task = SegmentationTask(
+        SegmentationConfig(model=SegmentationModelConfig(mode="multiclass", num_classes=3))
+    )
     mask = torch.randint(0, 3, (2, 16, 16))
     logits = torch.randn(2, 3, 16, 16)
     aux = [torch.randn(2, 3, 8, 8), torch.randn(2, 3, 4, 4)]
@@ -28,13 +30,17 @@ def test_deep_supervision_loss_is_the_weighted_mean_of_the_heads():
 
 
 def test_resume_signature_ignores_initialisation_and_freezing():
-    a = SegmentationTask(SegRunConfig(model=SegModelConfig(backbone=BackboneConfig(frozen_stages=-1))))
+    a = SegmentationTask(
+        SegmentationConfig(model=SegmentationModelConfig(backbone=BackboneConfig(frozen_stages=-1)))
+    )
     pretrained = BackboneConfig(weights="IMAGENET1K_V1", frozen_stages=2)
-    b = SegmentationTask(SegRunConfig(model=SegModelConfig(backbone=pretrained)))
-    c = SegmentationTask(SegRunConfig(model=SegModelConfig(decoder_channels=[128, 64, 32, 16, 16])))
+    b = SegmentationTask(SegmentationConfig(model=SegmentationModelConfig(backbone=pretrained)))
+    c = SegmentationTask(
+        SegmentationConfig(model=SegmentationModelConfig(decoder_channels=[128, 64, 32, 16, 16]))
+    )
     assert a.model_signature() == b.model_signature() != c.model_signature()
 
 
 def test_bad_mode_fails_when_the_task_is_built():
     with pytest.raises(ValueError, match="model.mode must be one of"):
-        SegmentationTask(SegRunConfig(model=SegModelConfig(mode="semantic")))
+        SegmentationTask(SegmentationConfig(model=SegmentationModelConfig(mode="semantic")))

@@ -97,9 +97,9 @@ def _checkpoint(tmp_path, task_meta=None):
 
     Its threshold 0 makes every pixel foreground, so the written values show the class -> value map.
     """
-    from tasks.segmentation.config import SegRunConfig
+    from tasks.segmentation.config import SegmentationConfig
 
-    cfg = SegRunConfig()
+    cfg = SegmentationConfig()
     cfg.eval.threshold = 0.0
     m = cfg.model
     m.backbone.arch, m.backbone.in_chans = "resnet18", 1

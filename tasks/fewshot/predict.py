@@ -13,13 +13,14 @@ from tasks.engine.checkpoint import extract_state_dict, load_checkpoint
 from tasks.engine.config import config_from_dict
 
 from .config import FewShotConfig
-from .data import FewShotDataError, ImageListDataset, build_transform, dataset_from_index, load_all
+from .data import FewShotDataError, ImageListDataset, dataset_from_index, load_all
 from .episodes import EpisodeSpec, load_episodes, sample_episodes, save_episodes
-from .evaluation import evaluate_episodes, frozen_activations, method_input_level
 from .fixed_task import load_fixed_task, write_predictions
 from .methods import METHODS, FinetuneSettings, build_method
+from .metrics import evaluate_episodes, frozen_activations, method_input_level
 from .model import FewShotNet, embed_images
 from .task import SplitData, build_net_from_config
+from .transforms import build_transform
 
 
 def channels(cfg: FewShotConfig) -> int:

@@ -20,7 +20,7 @@ from pycocotools.cocoeval import COCOeval
 
 from backbones.errors import UserError
 
-from .dataset import CategoryMap
+from .data import CategoryMap
 
 # Order of COCOeval.stats for iouType="bbox".
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")

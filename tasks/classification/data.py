@@ -189,15 +189,15 @@ def csv_samples(csv_path: str | Path, classes: Sequence[str], base: str | Path =
 
 
 def stratified_split(
-    samples: Sequence[Sample], val_ratio: float, seed: int
+    samples: Sequence[Sample], val_fraction: float, seed: int
 ) -> tuple[list[Sample], list[Sample]]:
-    """Seeded per-class split: round(n * val_ratio) images of each class go to validation.
+    """Seeded per-class split: round(n * val_fraction) images of each class go to validation.
 
     Every class with at least 2 images keeps at least one image on each side, so small classes are
     never missing from validation.
     """
-    if not 0.0 <= val_ratio < 1.0:
-        raise DataError(f"data.val_ratio={val_ratio}: must be in [0, 1)")
+    if not 0.0 <= val_fraction < 1.0:
+        raise DataError(f"data.val_fraction={val_fraction}: must be in [0, 1)")
     generator = torch.Generator().manual_seed(seed)
     by_class: dict[int, list[int]] = {}
     for i, s in enumerate(samples):
@@ -206,8 +206,8 @@ def stratified_split(
     for label in sorted(by_class):
         idx = by_class[label]
         order = [idx[j] for j in torch.randperm(len(idx), generator=generator).tolist()]
-        n_val = round(len(idx) * val_ratio)
-        if val_ratio > 0 and len(idx) >= 2:
+        n_val = round(len(idx) * val_fraction)
+        if val_fraction > 0 and len(idx) >= 2:
             n_val = min(max(n_val, 1), len(idx) - 1)
         val_idx += order[:n_val]
         train_idx += order[n_val:]
