@@ -16,7 +16,7 @@ def test_config_reference_is_current():
 
 def test_config_reference_documents_nested_keys():
     text = gen_config_docs.render()
-    for key in ("`train.lr`", "`model.arch`", "`data.root`", "`output_dir`"):
+    for key in ("`train.lr`", "`model.backbone.arch`", "`data.root`", "`output_dir`"):
         assert key in text
 
 
