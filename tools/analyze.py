@@ -15,10 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from backbones.freezing import summary  # noqa: E402
-from tasks.deploy.analysis import (  # noqa: E402
+from backbones.freezing import summary
+from tasks.deploy.analysis import (
     backbone_path,
     browse_dataset,
     default_input_size,
@@ -27,8 +25,8 @@ from tasks.deploy.analysis import (  # noqa: E402
     stage_rows,
     steps_per_epoch,
 )
-from tasks.deploy.errors import DeployError  # noqa: E402
-from tasks.deploy.loading import build_from_config, load_task_config  # noqa: E402
+from tasks.deploy.errors import DeployError
+from tasks.deploy.loading import build_from_config, load_task_config
 
 PARTS = ("stages", "freezing", "lr", "data")
 

@@ -14,9 +14,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from tasks.detection.data_check import (  # noqa: E402
+from tasks.detection.data_check import (
     FATAL_PROBLEMS,
     POLICIES,
     DatasetError,

@@ -14,16 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tasks.shapes import make_all
+from tools import eval_fewshot, train_cls, train_det, train_fewshot, train_seg
 
-from tasks.shapes import make_all  # noqa: E402
-from tools import eval_fewshot, train_cls, train_det, train_fewshot, train_seg  # noqa: E402
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "demo"
+# Relative: the loader falls back to the shipped copies when the working directory has no configs/.
+CONFIGS = Path("configs", "demo")
 # Quick mode: fewer epochs/steps; the metrics are still expected to beat chance clearly (a test checks).
 QUICK_OVERRIDES = {
     "cls": ["train.epochs=3"],

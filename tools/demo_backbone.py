@@ -6,14 +6,10 @@ python tools/demo_backbone.py [--size 224] [--frozen-stages 1]
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from backbones import DEPTHS, ResNet, count_macs, summary  # noqa: E402
+from backbones import DEPTHS, ResNet, count_macs, summary
 
 
 def main(argv: list[str] | None = None) -> int:

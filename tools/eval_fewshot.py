@@ -15,21 +15,19 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+import torch
 
-import torch  # noqa: E402
-
-from tasks.engine.monitor import progress, use_progress_bars  # noqa: E402
-from tasks.fewshot.episodes import EpisodeSpec  # noqa: E402
-from tasks.fewshot.methods import METHODS, FinetuneSettings  # noqa: E402
-from tasks.fewshot.runner import (  # noqa: E402
+from tasks.engine.monitor import progress, use_progress_bars
+from tasks.fewshot.episodes import EpisodeSpec
+from tasks.fewshot.methods import METHODS, FinetuneSettings
+from tasks.fewshot.predict import (
     base_feature_mean,
     load_trained_net,
     run_episodes,
     run_fixed_task,
     write_json,
 )
-from tasks.fewshot.task import load_split_data  # noqa: E402
+from tasks.fewshot.task import load_split_data
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,15 +14,13 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+import torch.nn.functional as F
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from tasks.deploy.errors import DeployError  # noqa: E402
-from tasks.deploy.export import FORMATS, export_task_model  # noqa: E402
-from tasks.deploy.inputs import real_images  # noqa: E402
-from tasks.deploy.loading import TASKS, load_model  # noqa: E402
+from tasks.deploy.errors import DeployError
+from tasks.deploy.export import FORMATS, export_task_model
+from tasks.deploy.inputs import real_images
+from tasks.deploy.loading import TASKS, load_model
 
 
 def _inputs(args, loaded) -> list[torch.Tensor]:

@@ -18,20 +18,18 @@ import textwrap
 import typing
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tasks.classification.config import ClsConfig  # noqa: E402
-from tasks.detection.config import DetectionConfig  # noqa: E402
-from tasks.engine.config import RunConfig  # noqa: E402
-from tasks.fewshot.config import FewShotConfig  # noqa: E402
-from tasks.segmentation.config import SegRunConfig  # noqa: E402
+from tasks.classification.config import ClassificationConfig
+from tasks.detection.config import DetectionConfig
+from tasks.engine.config import RunConfig
+from tasks.fewshot.config import FewShotConfig
+from tasks.segmentation.config import SegmentationConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = ROOT / "docs" / "configs.md"
 SCHEMAS = [
-    ("Classification", "tools/train_cls.py", ClsConfig),
+    ("Classification", "tools/train_cls.py", ClassificationConfig),
     ("Detection", "tools/train_det.py", DetectionConfig),
-    ("Segmentation", "tools/train_seg.py", SegRunConfig),
+    ("Segmentation", "tools/train_seg.py", SegmentationConfig),
     ("Few-shot", "tools/train_fewshot.py", FewShotConfig),
 ]
 
@@ -116,17 +114,19 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--check", action="store_true", help="fail if docs/configs.md is not current")
+    parser.add_argument("--output", type=Path, default=OUTPUT, help="default: the checkout's docs/configs.md")
     args = parser.parse_args(argv)
+    output: Path = args.output
     text = render()
     if args.check:
-        current = OUTPUT.read_text() if OUTPUT.exists() else ""
+        current = output.read_text() if output.exists() else ""
         if current != text:
-            print(f"{OUTPUT} is out of date: run python tools/gen_config_docs.py", file=sys.stderr)
+            print(f"{output} is out of date: run python tools/gen_config_docs.py", file=sys.stderr)
             return 1
-        print(f"{OUTPUT} is current")
+        print(f"{output} is current")
         return 0
-    OUTPUT.write_text(text)
-    print(f"wrote {OUTPUT} ({text.count(chr(10))} lines)")
+    output.write_text(text)
+    print(f"wrote {output} ({text.count(chr(10))} lines)")
     return 0
 
 

@@ -6,12 +6,8 @@ python tools/make_shapes.py runs/shapes_data [--seed 0] [--scale 1.0]
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tasks.shapes import make_all  # noqa: E402
+from tasks.shapes import make_all
 
 
 def main(argv: list[str] | None = None) -> int:

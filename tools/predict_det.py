@@ -12,12 +12,10 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from tasks.detection.data_check import load_coco_json  # noqa: E402
-from tasks.detection.evaluation import CocoEvaluator, detections_to_coco  # noqa: E402
-from tasks.detection.predict import list_images, load_detector, predict_images  # noqa: E402
-from tasks.detection.visualize import draw_detections, save_png  # noqa: E402
+from tasks.detection.data_check import load_coco_json
+from tasks.detection.metrics import CocoEvaluator, detections_to_coco
+from tasks.detection.predict import list_images, load_detector, predict_images
+from tasks.detection.visualize import draw_detections, save_png
 
 
 def main(argv: list[str] | None = None) -> int:

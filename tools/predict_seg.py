@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from tasks.segmentation.predict import predict_folder  # noqa: E402
+from tasks.segmentation.predict import predict_folder
 
 
 def main(argv: list[str] | None = None) -> int:

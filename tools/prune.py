@@ -13,24 +13,21 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from backbones.complexity import count_parameters  # noqa: E402
-from tasks.deploy.analysis import count_macs  # noqa: E402
-from tasks.deploy.errors import DeployError  # noqa: E402
-from tasks.deploy.inputs import real_samples  # noqa: E402
-from tasks.deploy.loading import load_model  # noqa: E402
-from tasks.deploy.prune import channel_widths, prune_channels  # noqa: E402
-from tasks.deploy.timing import median_times  # noqa: E402
-from tasks.engine.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from backbones.complexity import count_parameters
+from benchmarks.timing import time_rounds
+from tasks.deploy.analysis import count_macs
+from tasks.deploy.errors import DeployError
+from tasks.deploy.inputs import real_samples
+from tasks.deploy.loading import load_model
+from tasks.deploy.prune import channel_widths, prune_channels
+from tasks.engine.checkpoint import load_checkpoint, save_checkpoint
 
 
 def _finetune(argv: list[str]) -> int:
-    from tasks.classification import ClassificationTask, ClsConfig
+    from tasks.classification import ClassificationConfig, ClassificationTask
     from tasks.deploy.finetune import pruned_task_class
     from tasks.engine import run_training_tool
     from tasks.engine.cli import build_parser
@@ -44,7 +41,9 @@ def _finetune(argv: list[str]) -> int:
     except DeployError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    return run_training_tool(task_cls, ClsConfig, argv, description="fine-tune a pruned classifier")
+    return run_training_tool(
+        task_cls, ClassificationConfig, argv, description="fine-tune a pruned classifier"
+    )
 
 
 @torch.inference_mode()
@@ -80,11 +79,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     batch = torch.stack(images[:16])
-    times = median_times([lambda: loaded.model(batch), lambda: pruned(batch)], repeats=args.repeats)
+    with torch.inference_mode():
+        times = time_rounds(
+            {"before": lambda: loaded.model(batch), "after": lambda: pruned(batch)}, args.repeats
+        )
     size = (1, *images[0].shape)
     print(f"keep ratio {args.keep}; {len(images)} validation images; batch {len(batch)} for speed")
     print(f"{'':<8}{'params':>12}{'MMACs':>10}{'ms/batch':>10}{'top-1':>8}")
-    for name, model, seconds in (("before", loaded.model, times[0]), ("after", pruned, times[1])):
+    for name, model in (("before", loaded.model), ("after", pruned)):
+        seconds = times.median(name)
         row = f"{name:<8}{count_parameters(model):>12,}{count_macs(model, size) / 1e6:>10.1f}"
         print(f"{row}{seconds * 1e3:>10.1f}{_accuracy(model, images, labels) * 100:>7.1f}%")
     source = load_checkpoint(args.checkpoint)

@@ -15,15 +15,13 @@ import sys
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from tasks.deploy.errors import DeployError  # noqa: E402
-from tasks.deploy.inputs import real_images  # noqa: E402
-from tasks.deploy.loading import load_model  # noqa: E402
-from tasks.deploy.quantize import model_bytes, quantize_dynamic_head, quantize_static, top1_agreement  # noqa: E402
-from tasks.deploy.timing import median_times  # noqa: E402
+from benchmarks.timing import time_rounds
+from tasks.deploy.errors import DeployError
+from tasks.deploy.inputs import real_images
+from tasks.deploy.loading import load_model
+from tasks.deploy.quantize import model_bytes, quantize_dynamic_head, quantize_static, top1_agreement
 
 
 def _batches(images: list[torch.Tensor], size: int) -> list[torch.Tensor]:
@@ -62,9 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     agree_dyn, _ = top1_agreement(fp32, dynamic, val)
     batch, batch_cl = val[0], val_cl[0]
-    t_fp32, t_int8, t_dyn = median_times(
-        [lambda: fp32(batch), lambda: int8(batch_cl), lambda: dynamic(batch)], repeats=args.repeats
-    )
+    calls = {"fp32": lambda: fp32(batch), "int8": lambda: int8(batch_cl), "dynamic": lambda: dynamic(batch)}
+    with torch.inference_mode():
+        times = time_rounds(calls, args.repeats)
+    t_fp32, t_int8, t_dyn = (times.median(name) for name in calls)
     print(f"calibrated on {sum(len(b) for b in calibration)} training images; {count} validation images")
     print(f"{'model':<22}{'ms/batch':>10}{'speed-up':>10}{'top-1 agree':>13}{'MB':>8}")
     for name, seconds, agree, module in (

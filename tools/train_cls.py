@@ -8,18 +8,15 @@ torchrun --nproc_per_node=2 tools/train_cls.py CONFIG   # DDP (gloo on CPU)
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from tasks.classification import ClassificationTask, ClsConfig  # noqa: E402
-from tasks.engine import run_training_tool  # noqa: E402
+from tasks.classification import ClassificationConfig, ClassificationTask
+from tasks.engine import run_training_tool
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; see `--help` and README.md."""
-    return run_training_tool(ClassificationTask, ClsConfig, argv, description=__doc__.splitlines()[0])
+    return run_training_tool(
+        ClassificationTask, ClassificationConfig, argv, description=__doc__.splitlines()[0]
+    )
 
 
 if __name__ == "__main__":

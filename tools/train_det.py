@@ -9,14 +9,9 @@ Examples:
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from tasks.detection.config import DetectionConfig  # noqa: E402
-from tasks.detection.task import DetectionTask  # noqa: E402
-from tasks.engine.cli import run_training_tool  # noqa: E402
+from tasks.detection.config import DetectionConfig
+from tasks.detection.task import DetectionTask
+from tasks.engine.cli import run_training_tool
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,14 +6,9 @@ Same flags as every training tool: --resume [PATH|auto], --weights PATH, --eval-
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from tasks.engine.cli import run_training_tool  # noqa: E402
-from tasks.fewshot.config import FewShotConfig  # noqa: E402
-from tasks.fewshot.task import FewShotTask  # noqa: E402
+from tasks.engine.cli import run_training_tool
+from tasks.fewshot.config import FewShotConfig
+from tasks.fewshot.task import FewShotTask
 
 
 def main(argv: list[str] | None = None) -> int:

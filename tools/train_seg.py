@@ -10,19 +10,14 @@ per-class means; overlays/ holds image | ground truth | prediction PNGs.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from tasks.engine.cli import run_training_tool  # noqa: E402
-from tasks.segmentation.config import SegRunConfig  # noqa: E402
-from tasks.segmentation.task import SegmentationTask  # noqa: E402
+from tasks.engine.cli import run_training_tool
+from tasks.segmentation.config import SegmentationConfig
+from tasks.segmentation.task import SegmentationTask
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; see `--help` and the Segmentation section of README.md."""
-    return run_training_tool(SegmentationTask, SegRunConfig, argv, description=__doc__)
+    return run_training_tool(SegmentationTask, SegmentationConfig, argv, description=__doc__)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from tasks.detection.voc import DIFFICULT_MODES, voc_to_coco  # noqa: E402
+from tasks.detection.voc import DIFFICULT_MODES, voc_to_coco
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,34 +1,36 @@
-"""Deployment benchmark rows: INT8 vs fp32 on CPU, fp16 on CUDA (rows as in tools/benchmark_*.py).
+"""Deployment rows: INT8 vs fp32 on CPU, fp16 vs fp32 on CUDA.
+
+    python -m benchmarks.deploy --quick
+    python -m benchmarks.deploy --cls-checkpoint runs/cls/checkpoints/best.pt data.root=DIR   # + agreement
 
 The anchor for the INT8 target is torchvision's ``resnet50()`` run the default way (fp32, NCHW, eager),
 with the same weights as ours. Ours is the FX-quantized INT8 model fed channels-last input, which is how
-it is meant to be run (the quantized convolutions are NHWC kernels).
+it is meant to be run (the quantized convolutions are NHWC kernels). The agreement rows need a trained
+classifier: top-1 agreement of INT8 with fp32 on the run's own images, none of them used to calibrate.
 """
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import torch
 import torchvision
 
-from .quantize import quantize_dynamic_head, quantize_static, top1_agreement
-from .timing import median_times
+from benchmarks.report import row, show, speed_row
+from benchmarks.timing import time_rounds
+from tasks.deploy.quantize import quantize_dynamic_head, quantize_static, top1_agreement
 
 
 def _ours_from_torchvision(anchor: torch.nn.Module) -> torch.nn.Module:
-    from tasks.classification import ClsModelConfig, build_classifier
+    from tasks.classification import ClassificationModelConfig, build_classifier
 
-    ours = build_classifier(ClsModelConfig(arch="resnet50"), 1000)
+    ours = build_classifier(ClassificationModelConfig(arch="resnet50"), 1000)
     state = {
         (f"head.{k}" if k.startswith("fc.") else f"backbone.{k}"): v for k, v in anchor.state_dict().items()
     }
     ours.load_state_dict(state)
     return ours.eval()
-
-
-def _row(name, ours, anchor, unit, target) -> dict:
-    return dict(name=name, ours=ours, anchor=anchor, unit=unit, ratio=ours / anchor, target=target)
 
 
 def int8_rows(quick: bool = False) -> list[dict]:
@@ -41,32 +43,36 @@ def int8_rows(quick: bool = False) -> list[dict]:
     images_cl = images.contiguous(memory_format=torch.channels_last)
     int8 = quantize_static(ours, [torch.randn(batch, 3, size, size) for _ in range(calib)])
     dynamic = quantize_dynamic_head(ours)
-    t_int8, t_dyn, t_anchor = median_times(
-        [lambda: int8(images_cl), lambda: dynamic(images), lambda: anchor(images)], repeats=repeats
-    )
+    calls = {
+        "int8": lambda: int8(images_cl),
+        "dynamic": lambda: dynamic(images),
+        "anchor": lambda: anchor(images),
+    }
+    with torch.inference_mode():
+        times = time_rounds(calls, repeats)
     shape = f"batch {batch}, {size}px"
     return [
-        _row(
+        speed_row(
             f"ResNet-50 INT8 static (FX x86) vs torchvision fp32, {shape}",
-            batch / t_int8,
-            batch / t_anchor,
-            "img/s",
+            batch,
+            times,
             ">= 2.5",
+            ours="int8",
         ),
-        _row(
+        speed_row(
             f"ResNet-50 INT8 dynamic head only vs torchvision fp32, {shape}",
-            batch / t_dyn,
-            batch / t_anchor,
-            "img/s",
+            batch,
+            times,
             "cheap option",
+            ours="dynamic",
         ),
     ]
 
 
 def agreement_rows(checkpoint: str | Path, overrides: list[str], quick: bool = False) -> list[dict]:
     """Top-1 agreement and speed-up of INT8 vs fp32 for a trained classifier on its own images."""
-    from .inputs import real_images
-    from .loading import load_model
+    from tasks.deploy.inputs import real_images
+    from tasks.deploy.loading import load_model
 
     loaded = load_model(checkpoint, "classification", None, overrides)
     calib_count = 32 if quick else 64
@@ -84,26 +90,22 @@ def agreement_rows(checkpoint: str | Path, overrides: list[str], quick: bool = F
     )
     first = batches[0]
     first_cl = first.contiguous(memory_format=torch.channels_last)
-    t_int8, t_fp32 = median_times(
-        [lambda: int8(first_cl), lambda: loaded.model(first)], repeats=3 if quick else 5
-    )
-    arch = loaded.cfg.model.arch
+    with torch.inference_mode():
+        times = time_rounds(
+            {"int8": lambda: int8(first_cl), "fp32": lambda: loaded.model(first)}, repeats=3 if quick else 5
+        )
+    arch = loaded.cfg.model.backbone.arch
     run_name = Path(checkpoint).parent.parent.name
+    name = f"{arch} INT8 top-1 agreement with fp32 ({count} {run_name} images, none used to calibrate)"
     return [
-        dict(
-            name=f"{arch} INT8 top-1 agreement with fp32 ({count} {run_name} images, none used to calibrate)",
-            ours=agree * 100,
-            anchor=100.0,
-            unit="%",
-            ratio=agree,
-            target=">= 0.99",
-        ),
-        _row(
+        row(name, agree * 100, 100.0, "%", agree, ">= 0.99"),
+        speed_row(
             f"{arch} INT8 static vs our fp32 on the same checkpoint, batch {len(first)}",
-            len(first) / t_int8,
-            len(first) / t_fp32,
-            "img/s",
+            len(first),
+            times,
             "-",
+            ours="int8",
+            anchor="fp32",
         ),
     ]
 
@@ -128,16 +130,10 @@ def cuda_rows(quick: bool = False) -> list[dict]:
         model(images)
         torch.cuda.synchronize()
 
-    t16, t32 = median_times([fp16, fp32], repeats=10, warmup=3)
-    return [
-        _row(
-            f"ResNet-50 fp16 autocast + channels-last vs fp32 (CUDA, batch {batch})",
-            batch / t16,
-            batch / t32,
-            "img/s",
-            ">= 2.0",
-        )
-    ]
+    with torch.inference_mode():
+        times = time_rounds({"fp16": fp16, "anchor": fp32}, rounds=10, warmup=3)
+    name = f"ResNet-50 fp16 autocast + channels-last vs fp32 (CUDA, batch {batch})"
+    return [speed_row(name, batch, times, ">= 2.0", ours="fp16")]
 
 
 def run(
@@ -148,3 +144,22 @@ def run(
     if checkpoint:
         rows += agreement_rows(checkpoint, overrides or [], quick)
     return rows + cuda_rows(quick)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.deploy``: print the machine line and the deployment table."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.deploy",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("overrides", nargs="*", help="data.* overrides for --cls-checkpoint's saved config")
+    parser.add_argument("--quick", action="store_true", help="batch 4, 3 rounds")
+    parser.add_argument("--cls-checkpoint", help="trained classifier: adds INT8 top-1 agreement rows")
+    args = parser.parse_args(argv)
+    show("deploy", run(args.quick, args.cls_checkpoint, args.overrides))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

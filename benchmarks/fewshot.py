@@ -1,15 +1,15 @@
 """Episodic evaluation speed: embed-once (ours) vs a per-episode backbone loop (easyfsl's `evaluate`).
 
-    python tools/benchmark_fewshot.py              # 1,000 5-way 1-shot 15-query episodes over 40 x 20
-                                                   # synthetic 32 px images, resnet18 (default stem)
-    python tools/benchmark_fewshot.py --quick      # 100 episodes
-    python tools/benchmark_fewshot.py --data ../shared/data/omniglot/images_background_small1
+    python -m benchmarks.fewshot              # 1,000 5-way 1-shot 15-query episodes over 40 x 20
+                                              # synthetic 32 px images, resnet18 (default stem)
+    python -m benchmarks.fewshot --quick      # 100 episodes
+    python -m benchmarks.fewshot --data ../shared/data/omniglot/images_background_small1
 
 Both sides use the same network and the same episodes, in one process. The anchor does what easyfsl's
 `methods.utils.evaluate` + `PrototypicalNetworks` do for every task: embed the support images, build the
 prototypes, embed the query images, predict by -cdist to the prototypes (written out here rather than
 installing easyfsl and pandas for one loop). Ours embeds every image used by any episode once and indexes
-the cached features. The predictions of both must be identical; the script fails otherwise.
+the cached features. The predictions of both must be identical; the benchmark fails otherwise.
 
 The gain is bounded by (episodes x images per episode) / distinct images (80,000 / 800 = 100 here) plus
 the better batching of one big embedding pass; on a set with many images per class (miniImageNet test:
@@ -20,28 +20,31 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tasks.fewshot.data import build_transform, dataset_from_index, load_all, scan_class_folders  # noqa: E402
-from tasks.fewshot.episodes import EpisodeSpec, sample_episodes  # noqa: E402
-from tasks.fewshot.evaluation import evaluate_episodes  # noqa: E402
-from tasks.fewshot.heads import class_means  # noqa: E402
-from tasks.fewshot.methods import ProtoNet  # noqa: E402
-from tasks.fewshot.model import build_fewshot_net  # noqa: E402
-from tools.benchmark_backbone import machine_description  # noqa: E402
+from benchmarks.report import row, show
+from tasks.fewshot.data import (
+    ClassFolderIndex,
+    dataset_from_index,
+    load_all,
+    scan_class_folders,
+)
+from tasks.fewshot.episodes import EpisodeSpec, sample_episodes
+from tasks.fewshot.heads import class_means
+from tasks.fewshot.methods import ProtoNet
+from tasks.fewshot.metrics import evaluate_episodes
+from tasks.fewshot.model import build_fewshot_net
+from tasks.fewshot.transforms import build_transform
 
 TARGET = 50.0
 
 
 def synthetic_dataset(classes: int = 100, per_class: int = 20, size: int = 32, seed: int = 0):
-    """(images, index-like class lists): each class a random 8x8 binary pattern plus noise (no files)."""
+    """Images of ``classes`` classes: each a random 8x8 binary pattern plus noise (no files)."""
     rng = np.random.default_rng(seed)
     patterns = np.kron(rng.integers(0, 2, (classes, 8, 8)), np.ones((size // 8, size // 8)))
     noise = rng.uniform(0, 0.3, (classes, per_class, size, size))
@@ -49,16 +52,10 @@ def synthetic_dataset(classes: int = 100, per_class: int = 20, size: int = 32, s
     return (images - 0.5) / 0.5
 
 
-class _SyntheticIndex:
-    """Just what `sample_episodes` reads from a `ClassFolderIndex`."""
-
-    def __init__(self, classes: int, per_class: int):
-        from tasks.fewshot.data import ClassFolderIndex
-
-        files = tuple(tuple(f"c{c}/{i}.png" for i in range(per_class)) for c in range(classes))
-        self.index = ClassFolderIndex(
-            Path("synthetic"), tuple(f"c{c}" for c in range(classes)), ("",) * classes, files
-        )
+def synthetic_index(classes: int, per_class: int) -> ClassFolderIndex:
+    """An index naming ``classes`` x ``per_class`` images (what `sample_episodes` reads; no files)."""
+    files = tuple(tuple(f"c{c}/{i}.png" for i in range(per_class)) for c in range(classes))
+    return ClassFolderIndex(Path("synthetic"), tuple(f"c{c}" for c in range(classes)), ("",) * classes, files)
 
 
 @torch.no_grad()
@@ -91,7 +88,7 @@ def run(
         # Shaped like the held-out Omniglot characters of docs/results.md (40 x 20 images);
         # --quick (tests) uses half the classes.
         classes = 20 if quick else 40
-        index = _SyntheticIndex(classes, 20).index
+        index = synthetic_index(classes, 20)
         images = synthetic_dataset(classes, 20)
     spec = EpisodeSpec(n_way, k_shot, q_query, seed=0)
     episode_list = sample_episodes(index, spec, count)
@@ -101,8 +98,9 @@ def run(
     evaluate_episodes(ProtoNet(), net, images, episode_list)
     easyfsl_style_loop(net, images, episode_list[:2])
 
-    # Ours takes under a second: the median of 3 runs keeps one slow moment of the machine from deciding
-    # the row. The anchor's one run lasts 40 s or more, which averages such moments out by itself.
+    # Not the round timer: the two sides differ ~100-fold in length. Ours takes under a second: the median
+    # of 3 runs keeps one slow moment of the machine from deciding the row. The anchor's one run lasts 40 s
+    # or more, which averages such moments out by itself.
     ours_times = []
     for _ in range(3):
         start = time.perf_counter()
@@ -121,37 +119,34 @@ def run(
     ours_rate, anchor_rate = count / ours_seconds, count / anchor_seconds
     name = f"protonet eval {n_way}w{k_shot}s{q_query}q x{count} ({'omniglot' if data else 'synthetic'})"
     return [
-        {
-            "name": name,
-            "ours": round(ours_rate, 1),
-            "anchor": round(anchor_rate, 2),
-            "unit": "episodes/s",
-            "ratio": round(ours_rate / anchor_rate, 1),
-            "target": TARGET,
-            "identical_predictions": f"{count}/{count} episodes",
-            "accuracy": round(ours.mean, 4),
-        }
+        row(
+            name,
+            ours_rate,
+            anchor_rate,
+            "episodes/s",
+            ours_rate / anchor_rate,
+            TARGET,
+            identical_predictions=f"{count}/{count} episodes",
+            accuracy=ours.mean,
+        )
     ]
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.fewshot``: print the machine line and the few-shot table."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m benchmarks.fewshot",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="100 episodes over 20 classes")
     parser.add_argument("--data", default=None, help="class-folder dataset (default: synthetic in memory)")
     parser.add_argument("--episodes", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = run(args.quick, args.data, args.episodes)
-    print(machine_description())
-    print(f"{'name':58} {'ours':>9} {'anchor':>9} {'unit':>11} {'ratio':>7} {'target':>7}  same predictions")
-    for row in rows:
-        print(
-            f"{row['name']:58} {row['ours']:>9} {row['anchor']:>9} {row['unit']:>11} {row['ratio']:>6}x "
-            f"{row['target']:>6}x  {row['identical_predictions']}"
-        )
+    show("fewshot", rows, note=f"identical predictions: {rows[0]['identical_predictions']}")
     return 0
 
 

@@ -1,5 +1,8 @@
 """Detection speed, side by side with torchvision's fasterrcnn_resnet50_fpn in one process.
 
+    python -m benchmarks.detection            # 800/1333 px, batch 2 (slow on a CPU)
+    python -m benchmarks.detection --quick    # 320/512 px
+
 Rows: training step and inference (our default path = fp32 with channels-last weights, as train_det runs
 by default; the same in torchvision's NCHW format; and the fast path = bf16 autocast + channels-last)
 against torchvision fp32, torchvision's own autocast for reference, and COCO evaluation against plain
@@ -9,9 +12,6 @@ Each round calls every model once, in an order that rotates from round to round,
 median over rounds of the per-round ratio. A control row times torchvision against a second copy of
 itself: its distance from 1.00x is the noise of the machine, the margin within which ours and the anchor
 are not told apart (both run the same torchvision ops; only the backbone module differs).
-
-    python tools/benchmark_det.py            # 800/1333 px, batch 2 (slow on a CPU)
-    python tools/benchmark_det.py --quick    # 320/512 px
 """
 
 from __future__ import annotations
@@ -20,47 +20,21 @@ import argparse
 import contextlib
 import io
 import json
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+import numpy as np
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from torchvision.models.detection import fasterrcnn_resnet50_fpn
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from pycocotools.coco import COCO  # noqa: E402
-from pycocotools.cocoeval import COCOeval  # noqa: E402
-from torchvision.models.detection import fasterrcnn_resnet50_fpn  # noqa: E402
-
-from backbones import resnet50  # noqa: E402
-from tasks.detection.evaluation import CocoEvaluator  # noqa: E402
-from tasks.detection.model import build_faster_rcnn, load_torchvision_detector_weights  # noqa: E402
-
-
-def _time_rounds(functions: dict, rounds: int, seed: int = 0) -> dict[str, list[float]]:
-    """Seconds per call of each function, one call of each per round, the order rotating every round.
-
-    Every call starts from the same RNG seed, so the RPN and RoI samplers draw the same boxes for every
-    model in training (equal weights then do equal work), and one warm-up round goes first.
-    """
-    names = list(functions)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for index in range(rounds + 1):
-        shift = index % len(names)
-        for name in names[shift:] + names[:shift]:
-            torch.manual_seed(seed)
-            start = time.perf_counter()
-            functions[name]()
-            if index:  # round 0 is the warm-up
-                times[name].append(time.perf_counter() - start)
-    return times
-
-
-def _paired_ratio(times: dict[str, list[float]], name: str, anchor: str = "anchor") -> float:
-    """Median over rounds of anchor time / ``name`` time (> 1: ``name`` is faster)."""
-    return float(np.median([a / t for a, t in zip(times[anchor], times[name])]))
+from backbones import resnet50
+from benchmarks.report import row, show
+from benchmarks.timing import time_rounds
+from tasks.detection.metrics import CocoEvaluator
+from tasks.detection.model import build_faster_rcnn, load_torchvision_detector_weights
 
 
 def _autocast(enabled: bool):
@@ -92,6 +66,7 @@ def _infer(model, images, fast: bool):
 
 
 def detector_rows(quick: bool, rounds: int | None = None) -> list[dict]:
+    """Training step and inference of six models (ours in three settings, anchor, anchor bf16, control)."""
     size, max_size, default_rounds = (320, 512, 3) if quick else (800, 1333, 3)
     rounds = rounds or default_rounds
     torch.manual_seed(0)
@@ -129,10 +104,11 @@ def detector_rows(quick: bool, rounds: int | None = None) -> list[dict]:
         "ours_fast": (our_model(torch.channels_last), True),
         "control": (control, False),
     }
-    # Inference first, while all models still hold the same weights.
-    infer = _time_rounds({k: _infer(m, images, fast) for k, (m, fast) in models.items()}, rounds)
-    train = _time_rounds(
-        {k: _train_step(m, images, targets, fast) for k, (m, fast) in models.items()}, rounds
+    # Inference first, while all models still hold the same weights. Every call starts from the same RNG
+    # seed, so the RPN and RoI samplers draw the same boxes for every model in training.
+    infer = time_rounds({k: _infer(m, images, fast) for k, (m, fast) in models.items()}, rounds, seed=0)
+    train = time_rounds(
+        {k: _train_step(m, images, targets, fast) for k, (m, fast) in models.items()}, rounds, seed=0
     )
     shape = f"{len(images)}x{h}x{w}"
     n = len(images)
@@ -149,19 +125,11 @@ def detector_rows(quick: bool, rounds: int | None = None) -> list[dict]:
         ("inference", infer, "img/s", ">= 1.6x"),
     ):
         for name, label, target in settings:
-            ours_value, anchor_value = float(np.median(times[name])), float(np.median(times["anchor"]))
+            ours_value, anchor_value = times.median(name), times.median("anchor")
             if unit == "img/s":
                 ours_value, anchor_value = n / ours_value, n / anchor_value
-            rows.append(
-                dict(
-                    name=label if label.startswith(" ") else f"{kind}, {label}",
-                    ours=ours_value,
-                    anchor=anchor_value,
-                    unit=unit,
-                    ratio=_paired_ratio(times, name),
-                    target=target or fast_target,
-                )
-            )
+            label = label if label.startswith(" ") else f"{kind}, {label}"
+            rows.append(row(label, ours_value, anchor_value, unit, times.ratio(name), target or fast_target))
     return rows
 
 
@@ -212,6 +180,7 @@ def synthetic_coco(n_images: int, n_classes: int = 80, seed: int = 0) -> tuple[d
 
 
 def eval_rows(quick: bool) -> list[dict]:
+    """COCO evaluation of the same detections: our evaluator vs pycocotools from JSON (one call each)."""
     gt, dets = synthetic_coco(50 if quick else 500)
     with tempfile.TemporaryDirectory() as tmp:
         gt_path, dt_path = Path(tmp) / "gt.json", Path(tmp) / "dt.json"
@@ -235,54 +204,27 @@ def eval_rows(quick: bool) -> list[dict]:
         metrics, _ = evaluator.evaluate(dets)
         ours_s = time.perf_counter() - start
     identical = bool(np.array_equal(list(metrics.values()), reference))
-    return [
-        dict(
-            name=f"COCO eval, {len(gt['images'])} images x 100 dets (numbers identical: {identical})",
-            ours=ours_s,
-            anchor=anchor_s,
-            unit="s",
-            ratio=anchor_s / ours_s,
-            target="identical",
-        )
-    ]
+    name = f"COCO eval, {len(gt['images'])} images x 100 dets (numbers identical: {identical})"
+    return [row(name, ours_s, anchor_s, "s", anchor_s / ours_s, "identical")]
 
 
 def run(quick: bool = False, rounds: int | None = None) -> list[dict]:
-    """All detection benchmark rows (see the module docstring); ``rounds`` timed rounds after a warm-up."""
+    """All detection rows (see the module docstring); ``rounds`` timed rounds after a warm-up round."""
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     return detector_rows(quick, rounds) + eval_rows(quick)
 
 
-def machine() -> str:
-    """CPU model, threads, torch version and whether bf16 runs natively (it decides the fast path)."""
-    from tasks.engine.runtime import cpu_has_native_bf16
-
-    model = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    isa = torch.backends.cpu.get_cpu_capability()
-    return (
-        f"{model}, {torch.get_num_threads()} threads, torch {torch.__version__}, ISA {isa}, "
-        f"native bf16 (AVX512-BF16/AMX): {cpu_has_native_bf16()}"
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Faster R-CNN speed: ours vs torchvision")
-    parser.add_argument("--quick", action="store_true", help="320 px images and fewer iterations")
+    """``python -m benchmarks.detection``: print the machine line and the detection table."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.detection",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help="320 px images")
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds (default 3)")
     args = parser.parse_args(argv)
-    rows = run(quick=args.quick, rounds=args.rounds)
-    print(f"machine: {machine()}")
-    print(f"{'benchmark':<62} {'ours':>10} {'anchor':>10} {'unit':>7} {'ratio':>7}  target")
-    for r in rows:
-        print(
-            f"{r['name']:<62} {r['ours']:>10.4g} {r['anchor']:>10.4g} {r['unit']:>7} {r['ratio']:>6.2f}x  "
-            f"{r['target']}"
-        )
+    show("det", run(quick=args.quick, rounds=args.rounds))
     return 0
 
 

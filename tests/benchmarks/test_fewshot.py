@@ -1,19 +1,14 @@
-"""tools/benchmark_fewshot.py: row format and the identical-predictions check (speed is not asserted here)."""
+"""benchmarks.fewshot: row format and the identical-predictions check (speed is not asserted here)."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import torch
+
+from benchmarks import fewshot as bench
 
 
 def test_benchmark_rows_and_identical_predictions(monkeypatch):
     torch.set_num_threads(1)
-    path = Path(__file__).resolve().parents[2] / "tools" / "benchmark_fewshot.py"
-    spec = importlib.util.spec_from_file_location("benchmark_fewshot", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     rows = bench.run(quick=True, episodes=12)
     assert len(rows) == 1
     row = rows[0]

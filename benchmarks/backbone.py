@@ -1,0 +1,160 @@
+"""Backbone speed and memory, side by side with torchvision in one process.
+
+    python -m benchmarks.backbone            # ResNet-18 and ResNet-50, batch 8, 224x224
+    python -m benchmarks.backbone --quick    # ResNet-18 only, at 160 px
+
+Each row times ours and the anchor alternately (AB BA AB ...); the ratio is the median of the per-round
+ratios, so drift in machine load hits both sides alike. The frozen-stage memory row counts the bytes
+autograd saves for backward, which is the memory that freezing is supposed to remove (CPU peak-RSS is
+process-wide and cannot be compared in-process).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+import torch._inductor.config as inductor_config
+import torchvision
+
+from backbones import create_backbone, prepare_for_inference
+from benchmarks.report import row, show, speed_row
+from benchmarks.timing import time_rounds
+
+
+def saved_activation_bytes(step) -> int:
+    """Bytes of tensors autograd keeps for backward during ``step()``."""
+    total = 0
+
+    def pack(tensor):
+        nonlocal total
+        total += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        step()
+    return total
+
+
+def torchvision_features(arch: str) -> torch.nn.Module:
+    """torchvision's model up to layer4 through its own IntermediateLayerGetter (what its detectors use)."""
+    from torchvision.models._utils import IntermediateLayerGetter
+
+    return IntermediateLayerGetter(getattr(torchvision.models, arch)(), {"layer4": "layer4"})
+
+
+def training_step(model, images, head_channels: int):
+    """A closure doing one SGD step of ``model`` + a linear head on ``images`` (features from layer4)."""
+    head = torch.nn.Linear(head_channels, 10)
+    params = [p for p in list(model.parameters()) + list(head.parameters()) if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9)
+    labels = torch.randint(0, 10, (images.shape[0],))
+
+    def step():
+        output = model(images)
+        features = output["layer4"] if isinstance(output, dict) else output
+        loss = torch.nn.functional.cross_entropy(head(features.mean((2, 3))), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def bench_arch(arch: str, batch: int, size: int, repeats: int) -> list[dict]:
+    """The rows of one architecture: inference paths, training step, frozen stages (speed and memory)."""
+    images = torch.randn(batch, 3, size, size)
+    images_cl = images.contiguous(memory_format=torch.channels_last)
+    ours = create_backbone(arch, out_indices=(4,)).eval()
+    anchor = torchvision_features(arch).eval()
+    ours.load_state_dict(anchor.state_dict())
+
+    def versus_anchor(function, warmup: int = 1):
+        return time_rounds({"ours": function, "anchor": lambda: anchor(images)}, repeats, warmup)
+
+    rows = []
+    with torch.inference_mode():
+        timing = versus_anchor(lambda: ours(images))
+        rows.append(speed_row(f"{arch} inference fp32 default", batch, timing, ">= 0.98"))
+        fast = prepare_for_inference(ours)
+        timing = versus_anchor(lambda: fast(images_cl))
+        rows.append(speed_row(f"{arch} inference fused BN + channels-last", batch, timing, "(info)"))
+        compiled = prepare_for_inference(ours, compile=True)
+        timing = versus_anchor(lambda: compiled(images_cl), warmup=2)
+        name = f"{arch} inference fast path (fused BN + channels-last + torch.compile freezing)"
+        rows.append(speed_row(name, batch, timing, ">= 1.4"))
+        # The same compilation is open to torchvision users: this row shows how much of the gain it is.
+        anchor_compiled = prepare_for_inference(anchor, compile=True)
+        timing = versus_anchor(lambda: anchor_compiled(images_cl), warmup=2)
+        name = f"{arch}   reference: torchvision through the same fast path"
+        rows.append(speed_row(name, batch, timing, "(info)"))
+
+        def bf16():
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return fast(images_cl)
+
+        name = f"{arch} inference bf16 autocast (fused BN + channels-last)"
+        rows.append(speed_row(name, batch, versus_anchor(bf16), ">= 2.0"))
+
+    ours.train()
+    anchor.train()
+    steps = {
+        "ours": training_step(ours, images, ours.num_features),
+        "anchor": training_step(anchor, images, ours.num_features),
+    }
+    rows.append(speed_row(f"{arch} training step", batch, time_rounds(steps, repeats), ">= 0.98"))
+
+    frozen = create_backbone(arch, out_indices=(4,), frozen_stages=3)
+    frozen.load_state_dict(anchor.state_dict())  # loaded weights: freezing them is legitimate
+    full = create_backbone(arch, out_indices=(4,), frozen_stages=-1)
+    frozen.train()
+    full.train()
+    step_frozen = training_step(frozen, images, ours.num_features)
+    step_full = training_step(full, images, ours.num_features)
+    timing = time_rounds({"ours": step_frozen, "anchor": step_full}, repeats)
+    rows.append(speed_row(f"{arch} train step frozen_stages=3 vs -1", batch, timing, ">= 1.8"))
+    mem_frozen, mem_full = saved_activation_bytes(step_frozen), saved_activation_bytes(step_full)
+    rows.append(
+        row(
+            f"{arch} activations saved for backward, frozen_stages=3 vs -1",
+            mem_frozen / 2**20,
+            mem_full / 2**20,
+            "MiB",
+            mem_full / mem_frozen,
+            "< 1 MiB ratio > 1",
+        )
+    )
+    return rows
+
+
+def run(quick: bool = False) -> list[dict]:
+    """The backbone rows: ResNet-18 at 160 px (quick), else ResNet-18 and ResNet-50 at 224 px."""
+    # Compile in this process: a pool of compile workers would compete with the timed calls on 2 cores.
+    with inductor_config.patch(compile_threads=1):
+        if quick:
+            return bench_arch("resnet18", batch=8, size=160, repeats=7)
+        rows = []
+        for arch in ("resnet18", "resnet50"):
+            rows += bench_arch(arch, batch=8, size=224, repeats=9)
+        return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.backbone``: print the machine line and the backbone table."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.backbone",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help="ResNet-18 at 160 px, 7 rounds")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    show("backbone", run(quick=args.quick))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

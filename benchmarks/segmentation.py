@@ -1,0 +1,135 @@
+"""Our U-Net (resnet34 backbone + smp decoder) against smp.Unet("resnet34") in one process.
+
+    python -m benchmarks.segmentation            # 512x512, batch 4
+    python -m benchmarks.segmentation --quick    # 128x128, batch 2 (the smoke run of --quick suites)
+
+Rows: training step (forward + loss + backward + AdamW step) and inference images/s: our default path
+(fp32 with channels-last weights, what train_seg runs by default) and ours in smp's NCHW format against
+smp's fp32 default, then our fast path (bf16 autocast + channels-last) against smp's fp32 default.
+Measurements of ours and the anchor alternate round by round so that load from other processes hits both
+alike; the ratio is the median of the per-round ratios. Control rows time smp against a second copy of
+itself: their distance from 1.00x is the machine's noise. ``--clock cpu`` times with the process CPU
+clock instead of the wall clock: on a machine shared with other jobs it measures the work done rather
+than the waiting (use it with ``--threads 1``, where no OpenMP thread spins at a barrier while its
+partner is descheduled).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import time
+
+import torch
+
+from backbones import create_backbone
+from benchmarks.report import show, speed_row
+from benchmarks.timing import time_rounds
+from tasks.segmentation.model import UNet
+from tasks.segmentation.smp_parts import smp_unet
+
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def _models():
+    ours = UNet(create_backbone("resnet34", out_indices=(0, 1, 2, 3, 4)), 1)
+    return ours, smp_unet("resnet34", classes=1)
+
+
+def _step_fn(model, x, target, train: bool, bf16: bool, channels_last: bool):
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    x = x.contiguous(memory_format=fmt)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4) if train else None
+    model.train(train)
+
+    def step():
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        if train:
+            with ctx:
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x).float(), target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        else:
+            with torch.inference_mode(), ctx:
+                model(x)
+
+    return step
+
+
+def _smp_against_smp(x, target, train: bool, fast: bool, rounds: int, clock):
+    """A copy of smp's U-Net (bf16 + channels-last when ``fast``) timed against smp's fp32 default."""
+    _, anchor = _models()
+    _, other = _models()
+    other.load_state_dict(anchor.state_dict())
+    steps = {
+        "ours": _step_fn(other, x, target, train, fast, fast),
+        "anchor": _step_fn(anchor, x, target, train, False, False),
+    }
+    return time_rounds(steps, rounds, clock=clock)
+
+
+def run(quick: bool = False, clock: str = "wall") -> list[dict]:
+    """Measure and return the segmentation rows.
+
+    Args:
+        quick: 128x128 batch 2 instead of 512x512 batch 4.
+        clock: "wall" (perf_counter) or "cpu" (process CPU time; see the module docstring).
+    """
+    torch.manual_seed(0)
+    timer = CLOCKS[clock]
+    size, batch, rounds = (128, 2, 7) if quick else (512, 4, 5)
+    x = torch.randn(batch, 3, size, size)
+    target = (torch.rand(batch, 1, size, size) > 0.5).float()
+    shape = f"({batch}x3x{size}x{size})"
+    rows = []
+    settings = [  # name, train, bf16, channels_last, target
+        ("train step, default (fp32, channels_last)", True, False, True, 1.0),
+        ("inference, default (fp32, channels_last)", False, False, True, 1.0),
+        ("train step, ours in smp's memory format (fp32, NCHW)", True, False, False, None),
+        ("inference, ours in smp's memory format (fp32, NCHW)", False, False, False, None),
+        ("train step ours bf16+channels_last vs smp fp32", True, True, True, 2.0),
+        ("inference ours bf16+channels_last vs smp fp32", False, True, True, 2.0),
+    ]
+    for name, train, bf16, channels_last, target_ratio in settings:
+        ours, anchor = _models()
+        steps = {
+            "ours": _step_fn(ours, x, target, train, bf16, channels_last),
+            "anchor": _step_fn(anchor, x, target, train, False, False),
+        }
+        timing = time_rounds(steps, rounds, clock=timer)
+        rows.append(speed_row(f"{name} {shape}", batch, timing, target_ratio, unit="images/s"))
+    # No targets below. What autocast does for smp itself on this machine, and smp against a second copy of
+    # itself: the control's distance from 1.00x is the noise within which ours and smp are not told apart.
+    timing = _smp_against_smp(x, target, False, True, rounds, timer)
+    name = f"inference smp bf16+channels_last vs smp fp32 {shape}"
+    rows.append(speed_row(name, batch, timing, None, unit="images/s"))
+    for kind, train in (("train step", True), ("inference", False)):
+        timing = _smp_against_smp(x, target, train, False, rounds, timer)
+        name = f"control: {kind} fp32, smp vs a second copy of itself {shape}"
+        rows.append(speed_row(name, batch, timing, None, unit="images/s"))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.segmentation``: print the machine line and the segmentation table."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.segmentation",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help="smaller images and batch (a smoke run)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--clock", choices=list(CLOCKS), default="wall", help="wall or process CPU time")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rows = run(quick=args.quick, clock=args.clock)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    show("seg", rows, note=f"clock {args.clock} | load average {load:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
