@@ -54,6 +54,7 @@ def tiny_overrides(root: Path, out: Path, *extra: str) -> list[str]:
         "train.channels_last=false",
         "train.plots=false",
         "train.tensorboard=false",
+        "train.amp=off",  # exact comparisons are fp32 (amp=auto is bf16 on CPUs with native bf16)
         "device=cpu",
         *extra,
     ]

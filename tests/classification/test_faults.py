@@ -116,7 +116,6 @@ def test_two_process_ddp_matches_single_process_first_step(tmp_path, make_folder
         "train.scheduler=constant",
         "train.max_steps_per_epoch=1",
         "train.deterministic=true",
-        "train.amp=off",
     )
     common = [a for a in common if not a.startswith(("output_dir=", "train.batch_size="))]
 

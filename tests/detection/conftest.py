@@ -100,6 +100,7 @@ def _tiny_overrides(run: Path, *extra: str) -> list[str]:
         "train.max_steps_per_epoch=2",
         "train.warmup_epochs=0",
         "train.tensorboard=false",
+        "train.amp=off",  # exact comparisons are fp32 (amp=auto is bf16 on CPUs with native bf16)
         "train.plots=false",
         "model.min_size=[64]",
         "model.max_size=96",

@@ -39,6 +39,7 @@ def tiny(root: Path, run: Path, *extra: str) -> list[str]:
         "train.max_steps_per_epoch=2",
         "train.warmup_epochs=0",
         "train.tensorboard=false",
+        "train.amp=off",  # exact comparisons are fp32 (amp=auto is bf16 on CPUs with native bf16)
         "model.min_size=[64]",
         "model.max_size=96",
         "model.fpn_channels=32",

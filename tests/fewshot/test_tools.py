@@ -24,6 +24,7 @@ TINY = [
     "train.batch_size=8",
     "train.num_workers=0",
     "train.tensorboard=false",
+    "train.amp=off",  # exact comparisons are fp32 (amp=auto is bf16 on CPUs with native bf16)
     "data.split_fractions=[0.5,0.25,0.25]",
     "data.val_n_way=2",
     "data.val_k_shot=1",

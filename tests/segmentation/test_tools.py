@@ -18,6 +18,7 @@ TINY = [
     "train.num_workers=0",
     "train.max_steps_per_epoch=1",
     "train.tensorboard=false",
+    "train.amp=off",  # exact comparisons are fp32 (amp=auto is bf16 on CPUs with native bf16)
     "train.warmup_epochs=0",
     "device=cpu",
     "eval.overlays=1",
