@@ -11,14 +11,12 @@ process-wide and cannot be compared in-process).
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 import torch._inductor.config as inductor_config
 import torchvision
 
 from backbones import create_backbone, prepare_for_inference
-from benchmarks.report import row, show, speed_row
+from benchmarks.report import area_parser, row, show, speed_row
 from benchmarks.timing import time_rounds
 
 
@@ -141,12 +139,7 @@ def run(quick: bool = False) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m benchmarks.backbone``: print the machine line and the backbone table."""
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.backbone",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--quick", action="store_true", help="ResNet-18 at 160 px, 7 rounds")
+    parser = area_parser("backbone", __doc__, "ResNet-18 at 160 px, 7 rounds")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args(argv)
     if args.threads:

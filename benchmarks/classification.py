@@ -14,7 +14,6 @@ training transforms, to show the loader is not the bottleneck.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
@@ -27,7 +26,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from benchmarks.report import row, show
+from benchmarks.report import area_parser, row, show
 from tasks.classification.config import ClassificationConfig
 from tasks.classification.data import ImageListDataset, scan_image_folder
 from tasks.classification.task import ClassificationTask
@@ -155,12 +154,7 @@ def run(quick: bool = False) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m benchmarks.classification``: print the machine line and the classification table."""
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.classification",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--quick", action="store_true", help="fewer steps (smoke run)")
+    parser = area_parser("classification", __doc__, "fewer steps (smoke run)")
     args = parser.parse_args(argv)
     show("cls", run(quick=args.quick))
     return 0

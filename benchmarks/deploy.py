@@ -11,13 +11,12 @@ classifier: top-1 agreement of INT8 with fp32 on the run's own images, none of t
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
 import torchvision
 
-from benchmarks.report import row, show, speed_row
+from benchmarks.report import area_parser, row, show, speed_row
 from benchmarks.timing import time_rounds
 from tasks.deploy.quantize import quantize_dynamic_head, quantize_static, top1_agreement
 
@@ -148,13 +147,8 @@ def run(
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m benchmarks.deploy``: print the machine line and the deployment table."""
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.deploy",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = area_parser("deploy", __doc__, "batch 4, 3 rounds")
     parser.add_argument("overrides", nargs="*", help="data.* overrides for --cls-checkpoint's saved config")
-    parser.add_argument("--quick", action="store_true", help="batch 4, 3 rounds")
     parser.add_argument("--cls-checkpoint", help="trained classifier: adds INT8 top-1 agreement rows")
     args = parser.parse_args(argv)
     show("deploy", run(args.quick, args.cls_checkpoint, args.overrides))

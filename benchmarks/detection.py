@@ -16,7 +16,6 @@ are not told apart (both run the same torchvision ops; only the backbone module 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -31,7 +30,7 @@ from pycocotools.cocoeval import COCOeval
 from torchvision.models.detection import fasterrcnn_resnet50_fpn
 
 from backbones import resnet50
-from benchmarks.report import row, show
+from benchmarks.report import area_parser, row, show
 from benchmarks.timing import time_rounds
 from tasks.detection.metrics import CocoEvaluator
 from tasks.detection.model import build_faster_rcnn, load_torchvision_detector_weights
@@ -216,12 +215,7 @@ def run(quick: bool = False, rounds: int | None = None) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m benchmarks.detection``: print the machine line and the detection table."""
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.detection",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--quick", action="store_true", help="320 px images")
+    parser = area_parser("detection", __doc__, "320 px images")
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds (default 3)")
     args = parser.parse_args(argv)
     show("det", run(quick=args.quick, rounds=args.rounds))

@@ -18,7 +18,6 @@ the better batching of one big embedding pass; on a set with many images per cla
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.report import row, show
+from benchmarks.report import area_parser, row, show
 from tasks.fewshot.data import (
     ClassFolderIndex,
     dataset_from_index,
@@ -134,12 +133,7 @@ def run(
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m benchmarks.fewshot``: print the machine line and the few-shot table."""
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.fewshot",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--quick", action="store_true", help="100 episodes over 20 classes")
+    parser = area_parser("fewshot", __doc__, "100 episodes over 20 classes")
     parser.add_argument("--data", default=None, help="class-folder dataset (default: synthetic in memory)")
     parser.add_argument("--episodes", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)

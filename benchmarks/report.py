@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 from dataclasses import dataclass, field
 
@@ -130,3 +131,14 @@ def show(area: str, rows: list[dict], note: str = "") -> None:
     """Print the machine line (and ``note``) and one area's table (``python -m benchmarks.<area>``)."""
     print(describe_machine() + (f" | {note}" if note else ""))
     print(format_table([SuiteResult(area, rows)]))
+
+
+def area_parser(area: str, doc: str | None, quick_help: str) -> argparse.ArgumentParser:
+    """The command line of `python -m benchmarks.<area>`: the module's docstring and its --quick flag."""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m benchmarks.{area}",
+        description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    return parser

@@ -16,7 +16,6 @@ partner is descheduled).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import time
@@ -24,7 +23,7 @@ import time
 import torch
 
 from backbones import create_backbone
-from benchmarks.report import show, speed_row
+from benchmarks.report import area_parser, show, speed_row
 from benchmarks.timing import time_rounds
 from tasks.segmentation.model import UNet
 from tasks.segmentation.smp_parts import smp_unet
@@ -115,12 +114,7 @@ def run(quick: bool = False, clock: str = "wall") -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m benchmarks.segmentation``: print the machine line and the segmentation table."""
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.segmentation",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--quick", action="store_true", help="smaller images and batch (a smoke run)")
+    parser = area_parser("segmentation", __doc__, "smaller images and batch (a smoke run)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--clock", choices=list(CLOCKS), default="wall", help="wall or process CPU time")
     args = parser.parse_args(argv)
