@@ -234,6 +234,7 @@ class ResNet(nn.Module):
 
         self._init_weights(zero_init_last)
         self._apply_freeze()
+        self._hold_frozen_norms()  # a new module is in train mode: frozen statistics must not move either
         self.register_load_state_dict_post_hook(_mark_loaded)
 
     # ----------------------------------------------------------------------------------------- structure
@@ -280,6 +281,11 @@ class ResNet(nn.Module):
                 UserWarning,
                 stacklevel=2,
             )
+        self._hold_frozen_norms()
+        return self
+
+    def _hold_frozen_norms(self) -> None:
+        """Frozen stages (and every BatchNorm with ``norm_eval``) in eval mode."""
         for level in range(self.frozen_stages + 1):
             for module in self.stage_modules(level):
                 module.eval()
@@ -287,7 +293,6 @@ class ResNet(nn.Module):
             for module in self.modules():
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.eval()
-        return self
 
     # ----------------------------------------------------------------------------------------- forward
     def _check_input(self, x: torch.Tensor) -> None:

@@ -32,6 +32,11 @@ PREFIXES = ("module.", "backbone.", "encoder.", "model.")
 BACKBONE_ANCHOR = "layer1.0.conv1.weight"
 
 
+class WeightsMismatchError(UserError):
+    """A weights file that does not fit: unreadable, no state dict, or only part of the backbone (and the
+    caller did not allow a partial load)."""
+
+
 class WeightsUnavailableError(UserError):
     """Raised when a checkpoint must be downloaded but cannot be (offline machine, firewall, ...)."""
 
@@ -147,7 +152,7 @@ def resolve_source(source: str | os.PathLike, arch: str | None = None) -> str:
         from torchvision.models import get_model_weights
 
         tv_names = f" torchvision names for {arch}: {list(get_model_weights(ARCHS[arch][1]).__members__)};"
-    raise ValueError(
+    raise WeightsUnavailableError(
         f"weights={text!r} is neither an existing file, a URL, a torchvision weight name nor a timm "
         f"pretrained tag.{tv_names} timm tags look like 'resnet50.a1_in1k'."
     )
@@ -187,13 +192,13 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # pickle errors, truncated files, non-tensor payloads
-            raise ValueError(f"cannot read checkpoint {path}: {error}") from error
+            raise WeightsMismatchError(f"cannot read checkpoint {path}: {error}") from error
     for key in STATE_DICT_KEYS:
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
             break
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path} does not hold a state dict of tensors")
+        raise WeightsMismatchError(f"{path} does not hold a state dict of tensors")
     return extract_backbone(state)
 
 
@@ -246,10 +251,6 @@ def first_conv_key(model: ResNet) -> str:
 
 
 # ----------------------------------------------------------------------------------------- loading
-class WeightsMismatchError(UserError):
-    """A checkpoint fills only part of the backbone and the caller did not allow a partial load."""
-
-
 def load_state_dict_report(
     model: ResNet, state: dict[str, torch.Tensor], source: str, partial: bool = False
 ) -> LoadReport:
@@ -281,7 +282,7 @@ def load_state_dict_report(
     # num_batches_tracked may be absent from older checkpoints; it does not affect outputs.
     backbone_keys = [k for k in own if not k.startswith(CLASSIFIER_PREFIX)]
     if not any(k in usable for k in backbone_keys):
-        raise ValueError(
+        raise WeightsMismatchError(
             f"no tensor of {source} fits this {model.depth}-layer ResNet: is it a checkpoint of another "
             f"architecture? First keys: {list(state)[:5]}"
         )

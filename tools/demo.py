@@ -1,6 +1,6 @@
 """`make demo`: every training tool, briefly, on synthetic shapes; one table at the end.
 
-    python tools/demo.py                 # about 10 minutes on 2 CPU cores
+    python tools/demo.py                 # about 4 minutes on 2 CPU cores
     python tools/demo.py --quick         # the short version the test suite runs
     python tools/demo.py --tasks cls,seg # a subset
 

@@ -20,6 +20,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool, LastLevelP6P7
 
+from backbones.weights import WeightsMismatchError
 from tasks.common.backbone import build_backbone, group_norm
 from tasks.engine.config import ConfigError
 
@@ -223,7 +224,7 @@ def load_torchvision_detector_weights(
     missing = sorted(set(target) - set(converted))
     unexpected = sorted(set(converted) - set(target))
     if missing or unexpected:
-        raise ValueError(
+        raise WeightsMismatchError(
             f"torchvision detector weights do not fit this model: missing {missing[:8]} "
             f"({len(missing)}), unexpected {unexpected[:8]} ({len(unexpected)}); build the model "
             "with arch=resnet50, out_indices=(1, 2, 3, 4), extra_level='pool'"
@@ -233,7 +234,7 @@ def load_torchvision_detector_weights(
         details = ", ".join(
             f"{k}: {tuple(converted[k].shape)} vs {tuple(target[k].shape)}" for k in mismatched[:5]
         )
-        raise ValueError(f"shape mismatch for {len(mismatched)} tensor(s): {details}")
+        raise WeightsMismatchError(f"shape mismatch for {len(mismatched)} tensor(s): {details}")
     for key in mismatched:
         converted[key] = target[key]
     model.load_state_dict(converted)

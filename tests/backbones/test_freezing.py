@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchvision.ops import FrozenBatchNorm2d
 
-from backbones import ResNet, convert_frozen_batchnorm, freeze_stage_norms, summary
+from backbones import ResNet, convert_frozen_batchnorm, create_backbone, freeze_stage_norms, summary
 
 
 def snapshot(module):
@@ -104,3 +104,12 @@ def test_summary_reports_trainable_and_bn_mode():
     lines = {line.split()[1]: line for line in text.splitlines()[2:7]}
     assert " 0 " in lines["layer1"] and "eval" in lines["layer1"]
     assert "train" in lines["layer2"] and "frozen_stages=1" in text
+
+
+def test_frozen_statistics_hold_before_the_first_train_call():
+    """A freshly built module is in train mode without train() being called: frozen BN must not move."""
+    model = create_backbone("resnet18", frozen_stages=1, norm_eval=False)
+    before = model.layer1[0].bn1.running_mean.clone()
+    model(torch.randn(2, 3, 64, 64))
+    assert torch.equal(model.layer1[0].bn1.running_mean, before)
+    assert model.layer2[0].bn1.running_mean.abs().sum() > 0  # an unfrozen stage does learn statistics

@@ -126,7 +126,7 @@ def test_encoder_depth_and_frozen_stages():
 
 
 def test_our_encoder_inside_smp_models():
-    # README.md (run by tests/test_readme.py) builds Unet, FPN and DeepLabV3+ by name; here the
+    # docs/segmentation.md (run by tests/test_readme.py) builds Unet, FPN and DeepLabV3+ by name; here the
     # encoder object smp ends up with, and DeepLabV3+'s request for output stride 16 (served by dilation).
     name = register_encoder("ours-resnet18", "resnet18")
     deeplab = smp.DeepLabV3Plus(name, encoder_weights=None, in_channels=1, classes=3).eval()
