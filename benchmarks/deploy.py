@@ -71,12 +71,12 @@ def int8_rows(quick: bool = False) -> list[dict]:
 def agreement_rows(checkpoint: str | Path, overrides: list[str], quick: bool = False) -> list[dict]:
     """Top-1 agreement and speed-up of INT8 vs fp32 for a trained classifier on its own images."""
     from tasks.deploy.inputs import real_images
-    from tasks.deploy.loading import load_model
+    from tasks.deploy.loading import load_classifier
 
-    loaded = load_model(checkpoint, "classification", None, overrides)
+    loaded = load_classifier(checkpoint, overrides, "the INT8 agreement benchmark")
     calib_count = 32 if quick else 64
-    train = real_images("classification", loaded.cfg, 10_000, "train")
-    val = real_images("classification", loaded.cfg, 10_000, "val")
+    train = real_images(loaded.task, 10_000, "train")
+    val = real_images(loaded.task, 10_000, "val")
     if len(train) <= calib_count:
         calib_count = len(train) // 2
     # Agreement needs no labels: every image not used for calibration counts (validation set first).
@@ -91,7 +91,7 @@ def agreement_rows(checkpoint: str | Path, overrides: list[str], quick: bool = F
     first_cl = first.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         times = time_rounds(
-            {"int8": lambda: int8(first_cl), "fp32": lambda: loaded.model(first)}, repeats=3 if quick else 5
+            {"int8": lambda: int8(first_cl), "fp32": lambda: loaded.model(first)}, rounds=3 if quick else 5
         )
     arch = loaded.cfg.model.backbone.arch
     run_name = Path(checkpoint).parent.parent.name

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from tasks.detection.data_check import load_coco_json
 from tasks.detection.metrics import CocoEvaluator, detections_to_coco
-from tasks.detection.predict import list_images, load_detector, predict_images
+from tasks.detection.predict import list_images, predict_images
 from tasks.detection.visualize import draw_detections, save_png
+from tasks.engine.loading import load_trained_model
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     try:
-        model, cmap, _ = load_detector(args.checkpoint)
+        trained = load_trained_model(args.checkpoint)  # EMA weights when the run kept them
+        model, cmap = trained.model, trained.task.categories()
         paths = list_images(args.images)
         if args.gt:
             gt = load_coco_json(args.gt)

@@ -17,17 +17,17 @@ import sys
 import torch
 
 from backbones.complexity import count_parameters
+from backbones.errors import UserError
 from benchmarks.timing import time_rounds
 from tasks.deploy.analysis import count_macs
-from tasks.deploy.errors import DeployError
 from tasks.deploy.inputs import real_samples
-from tasks.deploy.loading import load_model
+from tasks.deploy.loading import load_classifier
 from tasks.deploy.prune import channel_widths, prune_channels
-from tasks.engine.checkpoint import load_checkpoint, save_checkpoint
+from tasks.engine.checkpoint import CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
 
 
 def _finetune(argv: list[str]) -> int:
-    from tasks.classification import ClassificationConfig, ClassificationTask
+    """The training tool of the pruned checkpoint's task, with the pruned widths built into the task."""
     from tasks.deploy.finetune import pruned_task_class
     from tasks.engine import run_training_tool
     from tasks.engine.cli import build_parser
@@ -37,12 +37,12 @@ def _finetune(argv: list[str]) -> int:
         print("error: finetune needs --weights PRUNED.pt (written by tools/prune.py)", file=sys.stderr)
         return 2
     try:
-        task_cls = pruned_task_class(ClassificationTask, args.weights)
-    except DeployError as err:
+        task_cls = pruned_task_class(args.weights)
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return run_training_tool(
-        task_cls, ClassificationConfig, argv, description="fine-tune a pruned classifier"
+        task_cls, task_cls.config_cls, argv, description=f"fine-tune a pruned {task_cls.name} model"
     )
 
 
@@ -72,29 +72,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     try:
-        loaded = load_model(args.checkpoint, "classification", None, args.overrides)
-        images, labels = real_samples("classification", loaded.cfg, args.val_images, "val")
-        pruned = prune_channels(loaded.model, args.keep, images[0][None])
-    except DeployError as err:
+        trained = load_classifier(args.checkpoint, args.overrides, "pruning")
+        images, labels = real_samples(trained.task, args.val_images, "val")
+        pruned = prune_channels(trained.model, args.keep, images[0][None])
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     batch = torch.stack(images[:16])
     with torch.inference_mode():
         times = time_rounds(
-            {"before": lambda: loaded.model(batch), "after": lambda: pruned(batch)}, args.repeats
+            {"before": lambda: trained.model(batch), "after": lambda: pruned(batch)}, args.repeats
         )
-    size = (1, *images[0].shape)
+    example = images[0][None]
     print(f"keep ratio {args.keep}; {len(images)} validation images; batch {len(batch)} for speed")
     print(f"{'':<8}{'params':>12}{'MMACs':>10}{'ms/batch':>10}{'top-1':>8}")
-    for name, model in (("before", loaded.model), ("after", pruned)):
+    for name, model in (("before", trained.model), ("after", pruned)):
         seconds = times.median(name)
-        row = f"{name:<8}{count_parameters(model):>12,}{count_macs(model, size) / 1e6:>10.1f}"
+        row = f"{name:<8}{count_parameters(model):>12,}{count_macs(model, example) / 1e6:>10.1f}"
         print(f"{row}{seconds * 1e3:>10.1f}{_accuracy(model, images, labels) * 100:>7.1f}%")
     source = load_checkpoint(args.checkpoint)
     save_checkpoint(
         {
             "model": pruned.state_dict(),
             "config": source["config"],
+            # What the loader needs to rebuild it from the file alone: the task and its class order.
+            "task": {"name": trained.task.name, "version": CHECKPOINT_VERSION},
+            "task_meta": trained.meta,
             "pruned": True,
             "keep_ratio": args.keep,
             "channel_widths": channel_widths(pruned),

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
+from backbones.errors import UserError
 from benchmarks.timing import time_rounds
-from tasks.deploy.errors import DeployError
 from tasks.deploy.inputs import real_images
-from tasks.deploy.loading import load_model
+from tasks.deploy.loading import load_classifier
 from tasks.deploy.quantize import model_bytes, quantize_dynamic_head, quantize_static, top1_agreement
 
 
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("checkpoint", help="checkpoint of tools/train_cls.py")
+    parser.add_argument("checkpoint", help="checkpoint of tools/train_cls.py (EMA weights when it has them)")
     parser.add_argument(
         "overrides", nargs="*", help="data.* overrides of the saved config, e.g. data.root=DIR"
     )
@@ -43,14 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="exported", help="folder for model_int8.ts")
     args = parser.parse_args(argv)
     try:
-        loaded = load_model(args.checkpoint, "classification", None, args.overrides)
-        calibration = _batches(
-            real_images("classification", loaded.cfg, args.calib_images, "train"), args.batch_size
-        )
-        val = _batches(real_images("classification", loaded.cfg, args.val_images, "val"), args.batch_size)
-        fp32 = loaded.model
+        trained = load_classifier(args.checkpoint, args.overrides, "INT8 quantization")
+        calibration = _batches(real_images(trained.task, args.calib_images, "train"), args.batch_size)
+        val = _batches(real_images(trained.task, args.val_images, "val"), args.batch_size)
+        fp32 = trained.model
         int8 = quantize_static(fp32, calibration)
-    except DeployError as err:
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     val_cl = [b.contiguous(memory_format=torch.channels_last) for b in val]  # quantized convs run NHWC

@@ -45,6 +45,7 @@ class ClassificationTask(Task):
     config_cls = ClassificationConfig
     default_best_metric = "top1"
     best_mode = "max"
+    predicts_class_logits = True
 
     def __init__(self, cfg: ClassificationConfig) -> None:
         super().__init__(cfg)
@@ -255,7 +256,12 @@ class ClassificationTask(Task):
 
     @classmethod
     def upgrade_config(cls, config: dict) -> dict:
-        return upgrade_model_section(config)
+        """Older configs: backbone keys into model.backbone, data.val_ratio renamed data.val_fraction."""
+        upgraded = upgrade_model_section(config)
+        data = dict(upgraded.get("data") or {})
+        if "val_ratio" in data:
+            data["val_fraction"] = data.pop("val_ratio")
+        return {**upgraded, "data": data}
 
     def meta_from_state(self, state: dict) -> dict:
         """Older checkpoints stored no class names: numbered classes as many as the head has rows."""
@@ -351,3 +357,17 @@ class ClassificationTask(Task):
                         int(preds[i] == labels[i]),
                     ]
                 )
+
+    # ----------------------------------------------------------------------------------- deployment
+
+    def input_size(self) -> tuple[int, int]:
+        return (self.cfg.data.image_size, self.cfg.data.image_size)
+
+    def with_eval_transforms(self, dataset: ImageListDataset) -> ImageListDataset:
+        """A copy of `dataset` read with the evaluation transform (resize + centre crop, no augmentation)."""
+        return ImageListDataset(dataset.samples, dataset.classes, build_eval_transform(self.cfg.data))
+
+    def sample_tile(self, dataset: ImageListDataset, index: int) -> tuple[Tensor, str]:
+        """The image titled with its class name."""
+        image, label = dataset[index]
+        return image, self.classes[label]

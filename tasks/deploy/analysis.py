@@ -15,21 +15,22 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from backbones import ResNet
+from backbones.errors import UserError
+from tasks.engine.task import SampleGrid, Task
 
 from .errors import DeployError
 
 
-def _run(model: nn.Module, x: torch.Tensor) -> None:
-    # torchvision detectors take a list of images; everything else a batch.
-    model([x[0]]) if type(model).__name__ in ("FasterRCNN", "GeneralizedRCNN") else model(x)
+def flop_counts(model: nn.Module, example: Any) -> tuple[dict[str, int], int]:
+    """FLOPs of one forward pass on `example` per module path ("" = whole model) and the total.
 
-
-def flop_counts(model: nn.Module, input_size: tuple[int, ...]) -> tuple[dict[str, int], int]:
-    """FLOPs of one forward pass per module path ("" = whole model) and the total."""
+    Args:
+        model: any module.
+        example: what its forward takes (`Task.model_input` of a batch: a tensor, or a list of images).
+    """
     model.eval()
-    x = torch.zeros(input_size)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        _run(model, x)
+        model(example)
     root = type(model).__name__
     per_module = {}
     for key, ops in counter.get_flop_counts().items():
@@ -38,25 +39,27 @@ def flop_counts(model: nn.Module, input_size: tuple[int, ...]) -> tuple[dict[str
     return per_module, counter.get_total_flops()
 
 
-def count_macs(model: nn.Module, input_size: tuple[int, ...]) -> int:
-    """Multiply-accumulates of one forward pass (FLOPs / 2)."""
-    return flop_counts(model, input_size)[1] // 2
+def count_macs(model: nn.Module, example: Any) -> int:
+    """Multiply-accumulates of one forward pass on `example` (FLOPs / 2)."""
+    return flop_counts(model, example)[1] // 2
 
 
 def backbone_path(model: nn.Module) -> str | None:
+    """Module path of the model's ResNet ("" when the model is one), None when it has none."""
     for name, module in model.named_modules():
         if isinstance(module, ResNet):
             return name
     return None
 
 
-def stage_rows(model: nn.Module, input_size: tuple[int, ...]) -> list[dict[str, Any]]:
+def stage_rows(model: nn.Module, example: Any) -> list[dict[str, Any]]:
     """Rows (name, params, gflops, share) for the backbone stages (stem, layer1..4) and the other parts.
 
     Parts are the siblings of the backbone along the path from the model root (e.g. ``decoder``,
     ``segmentation_head``; ``backbone.fpn``, ``rpn``, ``roi_heads``), so the rows add up to the whole model.
+    `example` is what the model's forward takes (see `flop_counts`).
     """
-    flops, total = flop_counts(model, input_size)
+    flops, total = flop_counts(model, example)
     path = backbone_path(model)
     groups: list[tuple[str, list[str]]] = []
     if path is not None:
@@ -150,136 +153,86 @@ def plot_lr_schedule(train_cfg: Any, steps_per_epoch: int, path: str, title: str
     return rates
 
 
-def default_input_size(task: str, cfg: Any, override=None) -> tuple[int, ...]:
-    """(1, C, H, W) the task trains on: crop size, detector min_size, or data.image_size."""
-    if override:
-        height, width = override
-    elif task == "segmentation":
-        height, width = (cfg.aug.crop_size or [256, 256])[:2]
-    elif task == "detection":
-        height = width = cfg.model.min_size[0]
-    else:
-        height = width = cfg.data.image_size
-    channels = cfg.model.in_chans if task == "segmentation" else getattr(cfg.data, "channels", 3)
-    return (1, channels, height, width)
+def input_size(task: Task, override: tuple[int, int] | None = None) -> tuple[int, int, int, int]:
+    """(1, C, H, W) of the FLOP count: `override` (H, W), else the size the task trains on."""
+    height, width = override or task.input_size()
+    return (1, task.input_channels, height, width)
 
 
-def steps_per_epoch(task: str, cfg: Any, given: int = 0) -> tuple[int, str]:
-    """Optimizer updates per epoch as the trainer counts them, and where the number came from."""
-    from .inputs import task_datasets
+def steps_per_epoch(task: Task, given: int = 0) -> tuple[int, str]:
+    """Optimizer updates per epoch as the trainer counts them, and where the number came from.
 
+    The trainer's count: the task's own batch sampler (few-shot episodes, aspect-ratio groups) when it
+    has one, else full batches of the training set; then train.max_steps_per_epoch and accumulation.
+    """
     if given:
         return given, "given"
     try:
-        train = task_datasets(task, cfg, "train")
-    except (ValueError, OSError):
-        train = None
-    if train is None:
+        train = task.build_datasets()[0]
+    except (UserError, OSError):
         return 100, "assumed (data not readable; pass --steps-per-epoch)"
-    t = cfg.train
-    if task == "fewshot" and cfg.model.method == "protonet":  # one episode per optimizer step
-        return cfg.data.episodes_per_epoch, "episodes_per_epoch"
-    batches = len(train) // t.batch_size or 1
+    t = task.cfg.train
+    sampler = task.train_batch_sampler(train, t.batch_size, t.seed)
+    if sampler is not None:
+        batches, how = len(sampler), "from the task's batch sampler"
+    else:
+        # A set smaller than one batch still gives one batch (the trainer keeps the ragged batch then).
+        batches, how = len(train) // t.batch_size or 1, f"from {len(train)} training samples"
     if t.max_steps_per_epoch:
         batches = min(batches, t.max_steps_per_epoch * t.accum_steps)
-    return math.ceil(batches / t.accum_steps), f"from {len(train)} training samples"
+    return math.ceil(batches / t.accum_steps), how
 
 
 # ----------------------------------------------------------------------------------------- browser
 
 
-def _display(image: torch.Tensor) -> np.ndarray:
+def _display(picture: Any) -> np.ndarray:
+    """A SampleGrid picture as (H, W, 3) uint8: uint8 pictures as they are, others min-max stretched."""
     from tasks.segmentation.overlay import to_display
 
-    return to_display(image.detach().float().numpy())
+    if isinstance(picture, torch.Tensor):
+        if picture.dtype == torch.uint8:
+            return picture.permute(1, 2, 0).numpy()
+        return to_display(picture.detach().float().numpy())
+    return picture if picture.dtype == np.uint8 else to_display(picture)
 
 
-def _grid(tiles: list[np.ndarray], titles: list[str], columns: int, path: str, row_titles=None) -> None:
+def _grid(grid: SampleGrid, path: str) -> None:
+    """Draw `grid` as a PNG at `path` (row titles, if any, left of each row)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = math.ceil(len(tiles) / columns)
+    columns = max(1, grid.columns)
+    rows = math.ceil(len(grid.pictures) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.3 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for i, (tile, title) in enumerate(zip(tiles, titles)):
-        ax = axes.flat[i]
-        ax.imshow(tile)
+    for ax, picture, title in zip(axes.flat, grid.pictures, grid.titles):
+        ax.imshow(_display(picture))
         ax.set_title(title, fontsize=8)
-    for r, text in enumerate(row_titles or []):
+    for r, text in enumerate(grid.row_titles):
         axes[r, 0].text(-0.1, 0.5, text, transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
-def browse_dataset(task: str, cfg: Any, path: str, count: int = 16, split: str = "train") -> int:
-    """Write a PNG grid of ``count`` samples as the task's dataset delivers them; returns tiles drawn.
+def browse_dataset(task: Task, path: str, count: int = 16, split: str = "train") -> int:
+    """Write a PNG grid of up to `count` samples as the task draws them (`Task.analysis_samples`).
 
-    classification: image + class name; detection: image + ground-truth boxes; segmentation: image with
-    the mask blended over it; fewshot: one episode, a row per class (support shots, then queries).
+    Returns:
+        The number of pictures drawn.
+
+    Raises:
+        DeployError: the data cannot be read, or the split is empty.
     """
-    if task == "fewshot":
-        return _browse_episode(cfg, path)
-    from .inputs import task_datasets
-
     try:
-        dataset = task_datasets(task, cfg, split)
-    except (ValueError, OSError) as err:
+        grid = task.analysis_samples(split, count)
+    except (UserError, OSError) as err:
         raise DeployError(f"cannot read the {split} data ({err}); set data.root=...") from None
-    if dataset is None or len(dataset) == 0:
+    if not grid.pictures:
         raise DeployError(f"the {split} set is empty")
-    tiles, titles = [], []
-    # Evenly spaced over the dataset: datasets are often sorted by class.
-    for index in np.linspace(0, len(dataset) - 1, min(count, len(dataset))).round().astype(int).tolist():
-        sample = dataset[index]
-        if task == "classification":
-            image, label = sample
-            tiles.append(_display(image))
-            titles.append(dataset.classes[label] if hasattr(dataset, "classes") else str(label))
-        elif task == "segmentation":
-            from tasks.segmentation.overlay import blend
-
-            tiles.append(blend(_display(sample["image"]), sample["mask"].numpy()))
-            titles.append(f"classes {sorted(int(v) for v in sample['mask'].unique() if v != 255)}")
-        else:
-            from tasks.detection.visualize import draw_detections
-
-            image, target = sample
-            empty = torch.zeros(0)
-            drawn = draw_detections(
-                image, empty.reshape(0, 4), empty.long(), empty, ["bg"], gt_boxes=target["boxes"]
-            )
-            tiles.append(drawn.permute(1, 2, 0).numpy() if drawn.dtype == torch.uint8 else _display(drawn))
-            titles.append(f"{len(target['boxes'])} boxes")
-    _grid(tiles, titles, min(4, len(tiles)), path)
-    return len(tiles)
-
-
-def _browse_episode(cfg: Any, path: str) -> int:
-    from tasks.fewshot.data import load_image
-    from tasks.fewshot.episodes import EpisodeSpec, sample_episodes
-    from tasks.fewshot.task import load_split_data
-
-    data = cfg.data
-    try:
-        base = load_split_data(data).part("base")
-    except (ValueError, OSError) as err:
-        raise DeployError(f"cannot read the few-shot data ({err}); set data.root=...") from None
-    spec = EpisodeSpec(min(data.n_way, 5), data.k_shot, min(data.q_query, 3), seed=data.val_seed)  # readable
-    episode = sample_episodes(base, spec, 1)[0]
-    samples = base.samples()
-    per_class = spec.k_shot + spec.q_query
-    tiles, titles = [], []
-    for way in range(spec.n_way):
-        ids = list(episode.support[way * spec.k_shot : (way + 1) * spec.k_shot])
-        ids += list(episode.query[way * spec.q_query : (way + 1) * spec.q_query])
-        for j, sample_id in enumerate(ids):
-            image = load_image(samples[sample_id][0], 3)
-            tiles.append(np.asarray(image))
-            titles.append("support" if j < spec.k_shot else "query")
-    row_titles = [base.class_names[c] for c in episode.classes]
-    _grid(tiles, titles, per_class, path, row_titles)
-    return len(tiles)
+    _grid(grid, path)
+    return len(grid.pictures)

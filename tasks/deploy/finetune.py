@@ -5,29 +5,31 @@ from __future__ import annotations
 from pathlib import Path
 
 from tasks.engine.checkpoint import extract_state_dict, load_checkpoint
+from tasks.engine.loading import checkpoint_task
 
 from .errors import DeployError
 from .prune import resize_to_state_dict
 
 
-def pruned_task_class(task_cls: type, weights: str | Path) -> type:
-    """Subclass of ``task_cls`` whose ``build_model`` resizes the configured network to ``weights``' shapes.
+def pruned_task_class(weights: str | Path) -> type:
+    """Subclass of the checkpoint's Task whose `build_model` resizes the configured network to its shapes.
 
-    The engine's ``--weights`` skips tensors whose shape differs from the configured model, which would
-    silently drop every pruned layer; building the pruned architecture first makes them all load. The same
-    class works for ``--resume``, because the run's own checkpoints have the pruned shapes too.
+    The engine's `--weights` resizes too, but only the first model it loads; building the pruned
+    architecture into the task makes `--resume` of the fine-tuning run work as well, because the run's own
+    checkpoints have the pruned shapes.
+
+    Raises:
+        DeployError: `weights` is not a pruned checkpoint of tools/prune.py.
     """
-    try:
-        checkpoint = load_checkpoint(weights)
-    except ValueError as err:
-        raise DeployError(str(err)) from None
+    checkpoint = load_checkpoint(weights)
     if not checkpoint.get("pruned"):
         raise DeployError(f"{weights}: not a pruned checkpoint of tools/prune.py (no 'pruned' flag)")
+    task_cls = checkpoint_task(checkpoint, weights)
     state = extract_state_dict(checkpoint, weights)
 
     class PrunedTask(task_cls):
-        def build_model(self):
-            return resize_to_state_dict(super().build_model(), state)
+        def build_model(self, pretrained: bool = True):
+            return resize_to_state_dict(super().build_model(pretrained), state)
 
     PrunedTask.__name__ = PrunedTask.__qualname__ = f"Pruned{task_cls.__name__}"
     return PrunedTask

@@ -1,4 +1,8 @@
-"""Inference helpers: rebuild a trained detector from its checkpoint and run it on image files."""
+"""Inference helpers: run a trained detector on image files.
+
+The detector itself comes from `tasks.engine.loading.load_trained_model(checkpoint)` (its category map:
+`trained.task.categories()`, in the checkpoint's label order).
+"""
 
 from __future__ import annotations
 
@@ -9,46 +13,7 @@ import torch
 from torch import nn
 
 from tasks.common.images import IMAGE_SUFFIXES, read_image
-from tasks.engine.checkpoint import load_checkpoint
-from tasks.engine.config import config_from_dict
 from tasks.files import visible_children
-
-from .classes import map_from_meta
-from .config import DetectionConfig
-from .data import CategoryMap
-from .model import build_detector
-
-
-def load_detector(
-    checkpoint: str | Path, *, use_ema: bool = True
-) -> tuple[nn.Module, CategoryMap, DetectionConfig]:
-    """Rebuild the detector saved by ``tools/train_det.py`` (config and classes come from the checkpoint).
-
-    Args:
-        checkpoint: ``checkpoints/best.pt`` or ``last.pt`` of a run.
-        use_ema: prefer the EMA weights when the run kept them.
-
-    Returns:
-        (model in eval mode on CPU, category map, the run's config).
-    """
-    ckpt = load_checkpoint(checkpoint)
-    if "config" not in ckpt or "model" not in ckpt:
-        raise ValueError(
-            f"{checkpoint}: not a training checkpoint of tools/train_det.py (needs 'config' and 'model')"
-        )
-    cfg = config_from_dict(DetectionConfig, ckpt["config"])
-    # The classes in label order: from the checkpoint's task meta, or the config of older checkpoints.
-    cmap = map_from_meta(ckpt.get("task_meta") or {}, str(checkpoint))
-    if cmap is None:
-        if not cfg.model.category_ids:
-            raise ValueError(f"{checkpoint}: the saved config has no model.category_ids")
-        names = cfg.model.class_names or [str(c) for c in cfg.model.category_ids]
-        categories = [{"id": c, "name": n} for c, n in zip(cfg.model.category_ids, names, strict=True)]
-        cmap = CategoryMap(categories, keep_order=True)
-    model = build_detector(cfg.model, cmap.num_classes, load_weights=False)
-    state = ckpt["ema"] if use_ema and ckpt.get("ema") else ckpt["model"]
-    model.load_state_dict(state)
-    return model.eval(), cmap, cfg
 
 
 def list_images(folder: str | Path) -> list[Path]:

@@ -368,6 +368,31 @@ class DetectionTask(Task):
         val_losses = {k: v / max(n_batches, 1) for k, v in loss_sums.items()}
         return {**metrics, **val_losses}
 
+    # ----------------------------------------------------------------------------------- deployment
+    def input_size(self) -> tuple[int, int]:
+        """The test-time size: images are resized so that their short side is model.min_size."""
+        side = self.cfg.model.min_size[0]
+        return (side, side)
+
+    def model_input(self, images: Tensor) -> list[Tensor]:
+        """torchvision detectors take a list of (C, H, W) images."""
+        return list(images)
+
+    def export_recipe(self) -> Any:
+        """One fixed input size (data-dependent NMS output); see tasks.deploy.recipes."""
+        from tasks.deploy.recipes import FasterRCNNExport  # late import: deploy builds on the tasks
+
+        return FasterRCNNExport()
+
+    def sample_tile(self, dataset: Dataset, index: int) -> tuple[Tensor, str]:
+        """The image with its ground-truth boxes drawn (green)."""
+        image, target = dataset[index]
+        empty = torch.zeros(0)
+        drawn = draw_detections(
+            image, empty.reshape(0, 4), empty.long(), empty, ["background"], gt_boxes=target["boxes"]
+        )
+        return drawn, f"{len(target['boxes'])} boxes"
+
 
 def validation_losses(model: nn.Module, images: list[Tensor], targets: list[dict]) -> dict[str, Tensor]:
     """Faster R-CNN losses on validation data without changing the model or the RNG stream.

@@ -52,13 +52,15 @@ def get_task(name: str) -> type[Task]:
 def task_accepting(config: dict, source: str) -> type[Task]:
     """The one registered task whose config schema accepts `config` (checkpoints that predate "task").
 
+    Each task's `upgrade_config` is applied first: such checkpoints also predate today's key layout.
+
     Raises:
         ConfigError: when no task, or more than one, accepts it.
     """
     fits = []
     for task_cls in registered_tasks().values():
         try:
-            config_from_dict(task_cls.config_cls, config)
+            config_from_dict(task_cls.config_cls, task_cls.upgrade_config(config))
         except (ConfigError, TypeError):
             continue
         fits.append(task_cls)

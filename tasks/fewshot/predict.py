@@ -9,8 +9,7 @@ from pathlib import Path
 
 import torch
 
-from tasks.engine.checkpoint import extract_state_dict, load_checkpoint
-from tasks.engine.config import config_from_dict
+from tasks.engine.loading import load_trained_model
 
 from .config import FewShotConfig
 from .data import FewShotDataError, ImageListDataset, dataset_from_index, load_all
@@ -19,7 +18,7 @@ from .fixed_task import load_fixed_task, write_predictions
 from .methods import METHODS, FinetuneSettings, build_method
 from .metrics import evaluate_episodes, frozen_activations, method_input_level
 from .model import FewShotNet, embed_images
-from .task import SplitData, build_net_from_config
+from .task import SplitData
 from .transforms import build_transform
 
 
@@ -29,20 +28,13 @@ def channels(cfg: FewShotConfig) -> int:
 
 
 def load_trained_net(checkpoint: str | os.PathLike, device: str = "cpu") -> tuple[FewShotNet, FewShotConfig]:
-    """Rebuild the network of a tools/train_fewshot.py checkpoint from its saved config and load it."""
-    state = load_checkpoint(checkpoint)
-    if "config" not in state:
-        raise FewShotDataError(
-            f"checkpoint {checkpoint} has no 'config': expected one written by train_fewshot"
-        )
-    cfg = config_from_dict(FewShotConfig, state["config"])
-    weights = extract_state_dict(state, checkpoint)
-    # The head size comes from the weights: the evaluating machine need not have the training data.
-    head_keys = ("head.weight", "head.linear.parametrizations.weight.original1")
-    num_classes = next((weights[k].shape[0] for k in head_keys if k in weights), 0)
-    net = build_net_from_config(cfg, num_classes)
-    net.load_state_dict(weights, strict=True)
-    return net.to(device).eval(), cfg
+    """The network of a tools/train_fewshot.py checkpoint and its config, through the one loader.
+
+    The head size comes from the checkpoint (its base classes), so the evaluating machine need not have
+    the training data; EMA weights are used when the run kept them.
+    """
+    trained = load_trained_model(checkpoint)
+    return trained.model.to(device).eval(), trained.cfg
 
 
 def base_feature_mean(net: FewShotNet, cfg: FewShotConfig, split_data: SplitData) -> torch.Tensor:

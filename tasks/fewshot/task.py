@@ -14,8 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from tasks.common.backbone import build_backbone, model_signature, upgrade_model_section
+from tasks.common.images import read_image
 from tasks.engine.registry import register_task
-from tasks.engine.task import Task
+from tasks.engine.task import SampleGrid, Task
 
 from .config import TRAIN_METHODS, FewShotConfig
 from .data import (
@@ -151,6 +152,9 @@ class FewShotTask(Task):
     config_cls = FewShotConfig
     default_best_metric = "val_acc"
     best_mode = "max"
+    # Few-shot predictions come from a support set through an evaluation method (tools/eval_fewshot.py);
+    # an exported network alone would not be the few-shot classifier.
+    exportable = False
 
     def __init__(self, cfg: FewShotConfig):
         super().__init__(cfg)
@@ -393,3 +397,28 @@ class FewShotTask(Task):
         with open(Path(run_dir) / "val_episodes.jsonl", "a") as handle:
             handle.write(json.dumps({"epoch": epoch, **summary}) + "\n")
         return summary
+
+    # ----------------------------------------------------------------------------------- deployment
+
+    def input_size(self) -> tuple[int, int]:
+        return (self.cfg.data.image_size, self.cfg.data.image_size)
+
+    def analysis_samples(self, split: str, count: int) -> SampleGrid:
+        """One episode of the base ("train") or val classes: a row per class, support shots then queries.
+
+        The episode is kept readable (at most 5 ways and 3 queries); its size, not `count`, sets the grid.
+        """
+        d = self.cfg.data
+        split_data = self._split_data or load_split_data(d, check_headers=False)
+        index = split_data.part("base" if split == "train" else "val")
+        spec = EpisodeSpec(min(d.n_way, 5), d.k_shot, min(d.q_query, 3), seed=d.val_seed)
+        episode = sample_episodes(index, spec, 1)[0]
+        samples = index.samples()
+        pictures, titles = [], []
+        for way in range(spec.n_way):
+            support = list(episode.support[way * spec.k_shot : (way + 1) * spec.k_shot])
+            query = list(episode.query[way * spec.q_query : (way + 1) * spec.q_query])
+            pictures += [read_image(samples[i][0], 3) for i in support + query]
+            titles += ["support"] * len(support) + ["query"] * len(query)
+        row_titles = [index.class_names[c] for c in episode.classes]
+        return SampleGrid(pictures, titles, columns=spec.k_shot + spec.q_query, row_titles=row_titles)

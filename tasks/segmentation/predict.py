@@ -11,8 +11,7 @@ import torch
 from PIL import Image
 
 from tasks.common.images import IMAGE_SUFFIXES
-from tasks.engine.checkpoint import load_checkpoint
-from tasks.engine.config import config_from_dict
+from tasks.engine.loading import load_trained_model
 from tasks.files import visible_children
 
 from .classes import meta_value_map
@@ -20,33 +19,9 @@ from .config import SegmentationConfig
 from .data import NIFTI_ENDINGS, resolve_spec
 from .image_io import SegmentationDataError, read_image_and_max
 from .inference import logits_to_labels, predict_logits
-from .model import build_unet
 from .nifti import load_volume, save_like, stack_slices, take_slice
 from .overlay import save_overlay
 from .transforms import normalize
-
-
-def load_model_and_meta(path: str | Path) -> tuple[torch.nn.Module, SegmentationConfig, dict]:
-    """Rebuild the U-Net from the config stored in a checkpoint and load its weights (EMA if present).
-
-    Returns:
-        (model in eval mode, the run's config, the checkpoint's task meta: {} for older checkpoints).
-    """
-    ckpt = load_checkpoint(path)
-    if "config" not in ckpt or "model" not in ckpt:
-        raise SegmentationDataError(
-            f"{path}: not a training checkpoint of tools/train_seg.py (needs 'config' and 'model' entries)"
-        )
-    cfg = config_from_dict(SegmentationConfig, ckpt["config"])
-    model = build_unet(cfg.model)
-    model.load_state_dict(ckpt["ema"] if cfg.train.ema and ckpt.get("ema") else ckpt["model"])
-    return model.eval(), cfg, ckpt.get("task_meta") or {}
-
-
-def load_model_from_checkpoint(path: str | Path) -> tuple[torch.nn.Module, SegmentationConfig]:
-    """`load_model_and_meta` without the meta."""
-    model, cfg, _ = load_model_and_meta(path)
-    return model, cfg
 
 
 def _predict_labels(
@@ -101,11 +76,14 @@ def predict_folder(
     affine and header.  Mask values are the raw values of the training value map (e.g. 0/255 for a binary
     0/255 dataset), so predictions look like the training masks; without a value map they are class indices.
 
+    The U-Net is rebuilt from the checkpoint alone (EMA weights when the run kept them; no backbone weights
+    are read or downloaded: the checkpoint holds the trained ones).
+
     Returns:
         The written mask paths.
     """
-    model, cfg, meta = load_model_and_meta(checkpoint)
-    model.to(device)
+    trained = load_trained_model(checkpoint)
+    model, cfg, meta = trained.model.to(device), trained.cfg, trained.meta
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     endings = (*IMAGE_SUFFIXES, *NIFTI_ENDINGS)
     # visible_children skips junk such as macOS `._name.png` resource forks, which end like images.

@@ -33,7 +33,7 @@ from .inference import labels_to_region_targets, logits_to_channels, logits_to_l
 from .manifest import DatasetSpec
 from .metrics import CaseMetricAccumulator
 from .model import build_unet, output_channels
-from .overlay import save_overlay
+from .overlay import blend, save_overlay, to_display
 from .smp_parts import build_loss
 from .transforms import IGNORE_INDEX, build_train_transform
 from .validation import validate_config
@@ -293,6 +293,27 @@ class SegmentationTask(Task):
 
     def _has_spacing(self, dataset: SegmentationDataset) -> bool:
         return bool(dataset.records and (dataset.records[0].slice_index is not None or self.spec.spacing))
+
+    # ------------------------------------------------------------------------------------ deployment
+    def input_size(self) -> tuple[int, int]:
+        """The training crop (256 x 256 when whole images are used: the U-Net takes any size)."""
+        height, width = (self.cfg.aug.crop_size or [256, 256])[:2]
+        return (height, width)
+
+    def image_and_target(self, sample: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        return sample["image"], sample["mask"]
+
+    def export_recipe(self) -> Any:
+        """Any H x W: the pad to the network stride happens inside the exported graph."""
+        from tasks.deploy.recipes import UNetExport  # late import: deploy builds on the tasks
+
+        return UNetExport()
+
+    def sample_tile(self, dataset: SegmentationDataset, index: int) -> tuple[np.ndarray, str]:
+        """The image with its mask blended over it, titled with the classes present."""
+        image, mask = self.image_and_target(dataset[index])
+        classes = sorted(int(v) for v in mask.unique() if v != IGNORE_INDEX)
+        return blend(to_display(image.float().numpy()), mask.numpy()), f"classes {classes}"
 
 
 def _json_safe(obj: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Tiny synthetic datasets and checkpoints in the format the training tools write (config + model)."""
+"""Tiny synthetic datasets and checkpoints in the format the training tools write (task, config, model)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tasks.engine.checkpoint import save_checkpoint
+from tasks.engine.checkpoint import CHECKPOINT_VERSION, save_checkpoint
 from tasks.engine.config import config_to_dict
 
 
@@ -66,8 +66,13 @@ def _coco_folder(root: Path, n: int = 4, size=(72, 96)) -> Path:
     return root
 
 
-def _save(model, cfg, path: Path, task_meta: dict | None = None) -> Path:
-    checkpoint = {"model": model.state_dict(), "config": config_to_dict(cfg), "epoch": 1}
+def _save(model, cfg, path: Path, task: str, task_meta: dict | None = None) -> Path:
+    checkpoint = {
+        "model": model.state_dict(),
+        "config": config_to_dict(cfg),
+        "task": {"name": task, "version": CHECKPOINT_VERSION},
+        "epoch": 1,
+    }
     if task_meta is not None:
         checkpoint["task_meta"] = task_meta
     save_checkpoint(checkpoint, path)
@@ -77,7 +82,7 @@ def _save(model, cfg, path: Path, task_meta: dict | None = None) -> Path:
 @pytest.fixture(scope="session")
 def cls_checkpoint(tmp_path_factory) -> Path:
     """ResNet-18 classifier (3 classes, 32 px) briefly trained on its ImageFolder data."""
-    from tasks.classification import ClassificationConfig, build_classifier
+    from tasks.classification import ClassificationConfig, ClassificationTask, build_classifier
 
     root = tmp_path_factory.mktemp("cls")
     data = _image_folder(root / "images")
@@ -92,7 +97,7 @@ def cls_checkpoint(tmp_path_factory) -> Path:
     # judged on a model with real decision margins and BN statistics, not on a random network.
     from tasks.deploy.inputs import real_samples
 
-    images, labels = real_samples("classification", cfg, 24, "train")
+    images, labels = real_samples(ClassificationTask(cfg), 24, "train")
     x, y = torch.stack(images), torch.tensor(labels)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
@@ -101,7 +106,7 @@ def cls_checkpoint(tmp_path_factory) -> Path:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    return _save(model.eval(), cfg, root / "best.pt", {"classes": ["cat", "dog", "owl"]})
+    return _save(model.eval(), cfg, root / "best.pt", "classification", {"classes": ["cat", "dog", "owl"]})
 
 
 @pytest.fixture(scope="session")
@@ -120,7 +125,7 @@ def seg_checkpoint(tmp_path_factory) -> Path:
     cfg.data.root = str(_seg_folder(root / "data"))
     cfg.data.value_map = {0: 0, 255: 1}
     torch.manual_seed(0)
-    return _save(build_unet(cfg.model).eval(), cfg, root / "best.pt")
+    return _save(build_unet(cfg.model).eval(), cfg, root / "best.pt", "segmentation")
 
 
 @pytest.fixture(scope="session")
@@ -140,4 +145,19 @@ def det_checkpoint(tmp_path_factory) -> Path:
     cfg.data.root = str(_coco_folder(root / "data"))
     cfg.data.val_fraction = 0.5
     torch.manual_seed(0)
-    return _save(build_detector(m, 2).eval(), cfg, root / "best.pt")
+    return _save(build_detector(m, 2).eval(), cfg, root / "best.pt", "detection")
+
+
+@pytest.fixture(scope="session")
+def fewshot_checkpoint(tmp_path_factory) -> Path:
+    """ProtoNet (ResNet-18 features, no head) as tools/train_fewshot.py saves it; no data is needed."""
+    from tasks.fewshot.config import FewShotConfig
+    from tasks.fewshot.task import build_net_from_config
+
+    root = tmp_path_factory.mktemp("fewshot")
+    cfg = FewShotConfig()
+    cfg.model.backbone.arch, cfg.model.method = "resnet18", "protonet"
+    meta = {"base_classes": ["a", "b"], "val_classes": [], "novel_classes": [], "rotations": []}
+    torch.manual_seed(0)
+    net = build_net_from_config(cfg, 0, load_weights=False).eval()
+    return _save(net, cfg, root / "best.pt", "fewshot", meta)

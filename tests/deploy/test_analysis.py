@@ -16,8 +16,8 @@ from tasks.classification import ClassificationModelConfig, build_classifier
 from tasks.common.backbone import BackboneConfig
 from tasks.deploy.analysis import browse_dataset, lr_schedule, stage_rows
 from tasks.deploy.errors import DeployError
-from tasks.deploy.loading import load_model
 from tasks.engine.config import TrainConfig
+from tasks.engine.loading import load_trained_model
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,7 +28,7 @@ def _tool(name: str):
 
 def test_stage_rows_add_up_to_torchvision_totals():
     model = build_classifier(ClassificationModelConfig(backbone=BackboneConfig(arch="resnet18")), 10)
-    rows = stage_rows(model, (1, 3, 64, 64))
+    rows = stage_rows(model, torch.zeros(1, 3, 64, 64))
     names = [r["name"] for r in rows]
     assert names == ["backbone.stem", *[f"backbone.layer{i}" for i in range(1, 5)], "head", "total"]
     anchor = torchvision.models.resnet18(num_classes=10).eval()
@@ -57,7 +57,7 @@ def test_lr_schedule_is_the_engine_schedule():
 
 
 def test_analyze_tool_writes_tables_and_pngs(cls_checkpoint, tmp_path, capsys):
-    root = load_model(cls_checkpoint).cfg.data.root
+    root = load_trained_model(cls_checkpoint).cfg.data.root
     config = tmp_path / "cls.yaml"
     config.write_text(
         "model:\n  backbone:\n    arch: resnet18\n    frozen_stages: 1\n"
@@ -65,7 +65,11 @@ def test_analyze_tool_writes_tables_and_pngs(cls_checkpoint, tmp_path, capsys):
         "train:\n  epochs: 3\n  batch_size: 4\n  warmup_epochs: 1\n"
     )
     out = tmp_path / "analysis"
-    assert _tool("analyze").main([str(config), "--out", str(out), "--samples", "6"]) == 0
+    # This short file is a valid few-shot config too: the task is named, not guessed.
+    assert _tool("analyze").main([str(config), "--out", str(out)]) == 2
+    assert "fits ['classification', 'fewshot']; expected exactly one; pass --task" in capsys.readouterr().err
+    args = [str(config), "--task", "classification", "--out", str(out), "--samples", "6"]
+    assert _tool("analyze").main(args) == 0
     printed = capsys.readouterr().out
     assert "backbone.layer4" in printed and "GFLOPs" in printed
     assert "frozen_stages=1" in printed  # the freezing table of the configured backbone
@@ -77,16 +81,27 @@ def test_analyze_tool_writes_tables_and_pngs(cls_checkpoint, tmp_path, capsys):
     assert "6 samples" in printed
 
 
+def test_analyze_tool_reads_a_detector_checkpoint(det_checkpoint, tmp_path, capsys):
+    args = [str(det_checkpoint), "--only", "stages", "lr", "--out", str(tmp_path)]
+    assert _tool("analyze").main(args) == 0
+    printed = capsys.readouterr().out
+    assert f"{det_checkpoint}: detection" in printed and "input (1, 3, 64, 64)" in printed  # model.min_size
+    rows = {line.split()[0] for line in printed.splitlines() if line.strip()}
+    assert {"backbone.body.layer4", "backbone.fpn", "rpn", "roi_heads", "total"} <= rows
+    assert "per epoch (from the task's batch sampler)" in printed  # aspect-ratio groups
+
+
 def test_browser_draws_masks_boxes_and_episodes(seg_checkpoint, det_checkpoint, tmp_path):
-    seg = load_model(seg_checkpoint)
-    assert browse_dataset("segmentation", seg.cfg, str(tmp_path / "seg.png"), count=3) == 3
-    det = load_model(det_checkpoint)
-    assert browse_dataset("detection", det.cfg, str(tmp_path / "det.png"), count=2) == 2
+    seg = load_trained_model(seg_checkpoint)
+    assert browse_dataset(seg.task, str(tmp_path / "seg.png"), count=3) == 3
+    det = load_trained_model(det_checkpoint)
+    assert browse_dataset(det.task, str(tmp_path / "det.png"), count=2) == 2
     grid = np.asarray(Image.open(tmp_path / "det.png").convert("RGB")).astype(int)
     green = (grid[..., 1] > 150) & (grid[..., 0] < 100) & (grid[..., 2] < 100)
     assert green.sum() > 50  # ground-truth boxes are drawn in green
 
     from tasks.fewshot.config import FewShotConfig
+    from tasks.fewshot.task import FewShotTask
 
     for c in range(6):  # 6 classes x 5 drawings: enough base classes for a 5-way episode
         (tmp_path / "fs" / f"class{c}").mkdir(parents=True)
@@ -97,10 +112,10 @@ def test_browser_draws_masks_boxes_and_episodes(seg_checkpoint, det_checkpoint, 
     cfg = FewShotConfig()
     cfg.data.root, cfg.data.split_fractions = str(tmp_path / "fs"), [1.0, 0.0, 0.0]
     cfg.data.n_way, cfg.data.k_shot, cfg.data.q_query = 5, 1, 2
-    assert browse_dataset("fewshot", cfg, str(tmp_path / "episode.png")) == 5 * (1 + 2)
+    assert browse_dataset(FewShotTask(cfg), str(tmp_path / "episode.png")) == 5 * (1 + 2)
 
 
 def test_browser_names_missing_data(cls_checkpoint, tmp_path):
-    cfg = load_model(cls_checkpoint, overrides=[f"data.root={tmp_path / 'nowhere'}"]).cfg
+    task = load_trained_model(cls_checkpoint, [f"data.root={tmp_path / 'nowhere'}"]).task
     with pytest.raises(DeployError, match="cannot read the train data"):
-        browse_dataset("classification", cfg, str(tmp_path / "x.png"))
+        browse_dataset(task, str(tmp_path / "x.png"))
