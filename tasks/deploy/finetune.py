@@ -6,9 +6,9 @@ from pathlib import Path
 
 from tasks.engine.checkpoint import extract_state_dict, load_checkpoint
 from tasks.engine.loading import checkpoint_task
+from tasks.engine.resize import resize_to_state_dict
 
 from .errors import DeployError
-from .prune import resize_to_state_dict
 
 
 def pruned_task_class(weights: str | Path) -> type:

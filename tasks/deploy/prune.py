@@ -2,8 +2,8 @@
 
 torch-pruning traces the dependency graph (residual adds, downsample branches, BN after conv) and removes
 whole channels, so the layers really shrink. The pruned widths are not expressible in the task configs,
-so a pruned checkpoint carries ``pruned: True``; :func:`resize_to_state_dict` rebuilds the
-configured network with the layer sizes read from the saved tensors before loading them.
+so a pruned checkpoint carries ``pruned: True``; ``tasks.engine.resize.resize_to_state_dict`` rebuilds
+the configured network with the layer sizes read from the saved tensors before loading them.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import copy
 
 import torch
 from torch import nn
-from torchvision.ops import FrozenBatchNorm2d
 
 from .errors import DeployError
 
@@ -52,45 +51,3 @@ def prune_channels(
 def channel_widths(model: nn.Module) -> dict[str, list[int]]:
     """``{conv name: [in_channels, out_channels]}`` of every conv (what pruning changed)."""
     return {n: [m.in_channels, m.out_channels] for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
-
-
-def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(root.get_submodule(parent_name) if parent_name else root, child, new)
-
-
-def resize_to_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
-    """Resize Conv2d / BatchNorm2d / FrozenBatchNorm2d / Linear layers in place to the saved tensor shapes.
-
-    Every other hyper-parameter (kernel, stride, groups, eps, bias presence) is kept from the configured
-    layer, so only pruned widths change. Returns ``model``.
-    """
-    for name, module in list(model.named_modules()):
-        weight = state.get(f"{name}.weight")
-        if weight is None or not hasattr(module, "weight") or module.weight.shape == weight.shape:
-            continue
-        if isinstance(module, nn.Conv2d):
-            new = nn.Conv2d(
-                weight.shape[1] * module.groups,
-                weight.shape[0],
-                module.kernel_size,
-                module.stride,
-                module.padding,
-                module.dilation,
-                module.groups,
-                bias=module.bias is not None,
-                padding_mode=module.padding_mode,
-            )
-        elif isinstance(module, nn.BatchNorm2d):
-            new = nn.BatchNorm2d(weight.shape[0], module.eps, module.momentum, module.affine)
-        elif isinstance(module, FrozenBatchNorm2d):
-            new = FrozenBatchNorm2d(weight.shape[0], module.eps)
-        elif isinstance(module, nn.Linear):
-            new = nn.Linear(weight.shape[1], weight.shape[0], bias=module.bias is not None)
-        else:
-            raise DeployError(
-                f"{name} ({type(module).__name__}) has weight {tuple(module.weight.shape)} but the pruned "
-                f"checkpoint has {tuple(weight.shape)}; only Conv2d/BatchNorm2d/Linear can be resized"
-            )
-        _replace(model, name, new)
-    return model

@@ -29,6 +29,7 @@ from .config import ConfigError, RunConfig, config_to_dict, save_config, validat
 from .data import build_train_loader, build_val_loader, set_start
 from .monitor import RunLogger, progress, use_progress_bars
 from .optim import build_optimizer, build_scheduler
+from .resize import resize_to_state_dict
 from .run_folder import RunFolderError, check_run_folder, clear_run, truncate_history
 from .runtime import (
     autocast,
@@ -102,6 +103,11 @@ class Trainer:
         self.resume_path = self.keeper.resume_path(resume)
         self.resume_ckpt = self._load_resume_checkpoint(self.resume_path) if self.resume_path else None
         self.model = self._build_model()
+        # Pruned widths are not in the config: the checkpoints of a run that starts from a pruned model
+        # say so too, so that they load (resized) like the file the run started from.
+        self.pruned = any(bool(c and c.get("pruned")) for c in (weights_ckpt, self.resume_ckpt))
+        if self.resume_ckpt is not None and self.resume_ckpt.get("pruned"):
+            resize_to_state_dict(self.model, self.resume_ckpt["model"])
         self.weights_report: dict | None = None
         if weights_ckpt is not None:
             report = load_weights_into(self.model, weights, partial=partial_load, checkpoint=weights_ckpt)
@@ -141,6 +147,7 @@ class Trainer:
             "config": _jsonable(config_to_dict(self.cfg)),
             "metrics": _jsonable(metrics),
             "loop": _jsonable(loop.to_dict()),
+            **({"pruned": True} if self.pruned else {}),
         }
 
     def _save(self, loop: LoopState, metrics: dict) -> None:

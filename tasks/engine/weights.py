@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .checkpoint import CheckpointError, extract_state_dict, load_checkpoint
+from .resize import resize_to_state_dict
 
 log = logging.getLogger("tasks.engine")
 
@@ -150,7 +151,5 @@ def load_weights_into(
     if checkpoint.get("pruned"):
         # Pruned widths are not expressible in the config: resize the configured layers to the saved
         # tensors first (tools/prune.py writes this flag), so fine-tuning starts from the pruned network.
-        from tasks.deploy.prune import resize_to_state_dict  # late import: deploy builds on the engine
-
         resize_to_state_dict(model, state)
     return load_state_into(model, state, path, strict=strict, partial=partial)

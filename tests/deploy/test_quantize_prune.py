@@ -137,6 +137,8 @@ def test_pruned_checkpoint_fine_tunes_through_the_training_loop(cls_checkpoint, 
     last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
     assert last["backbone.conv1.weight"].shape[0] == model.backbone.conv1.out_channels == 32
     assert not torch.equal(last["backbone.conv1.weight"], model.backbone.conv1.weight)  # it trained
+    # its checkpoints say they are pruned, so they reload (resized) like the file the run started from
+    assert load_trained_model(run_dir / "checkpoints" / "last.pt").model.backbone.conv1.out_channels == 32
     # `prune.py finetune` builds the pruned widths into the checkpoint's task (what --resume needs).
     finetuned = tmp_path / "finetuned"
     args = ["finetune", str(config), "--weights", str(pruned), "--output-dir", str(finetuned)]
