@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 
+from tasks.common.classes import class_mismatch_hint
+
 from .data import CategoryMap
 from .data_check import DatasetError
 
@@ -56,15 +58,6 @@ def match_label_order(data: CategoryMap, wanted: CategoryMap) -> CategoryMap | N
     return CategoryMap(wanted.categories(), keep_order=True)
 
 
-def _differ_hint(purpose: str, source: str) -> str:
-    if purpose == "resume":
-        return f"resume on the data it was trained on, or start a new run from it with --weights {source}"
-    return (
-        "evaluate it on data with the same class names (rename the categories), or fine-tune it on these "
-        f"classes first with --weights {source}"
-    )
-
-
 def align_with_checkpoint(
     data: CategoryMap, wanted: CategoryMap, *, source: str, purpose: str, ann_file: str
 ) -> CategoryMap:
@@ -105,9 +98,10 @@ def align_with_checkpoint(
             )
         return data
     if aligned is None:
+        hint = class_mismatch_hint(purpose, source, "rename the categories")
         raise DatasetError(
             f"{ann_file} defines the classes {data.describe()} but {source} was trained on "
-            f"{wanted.describe()} (label order): {_differ_hint(purpose, source)}"
+            f"{wanted.describe()} (label order): {hint}"
         )
     if aligned.categories() != data.categories():
         log.info(

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+from tasks.common.classes import class_mismatch_hint
+
 from .image_io import SegmentationDataError
 from .manifest import DatasetSpec
 
@@ -43,15 +45,6 @@ def _reorder(spec: DatasetSpec, names: list[str]) -> DatasetSpec:
     index = {name: i for i, name in enumerate(names)}
     value_map = {v: index[spec.class_names[c]] for v, c in spec.lookup().items()}
     return dataclasses.replace(spec, class_names=list(names), value_map=value_map)
-
-
-def _hint(purpose: str, source: str) -> str:
-    if purpose == "resume":
-        return f"resume on the data it was trained on, or start a new run from it with --weights {source}"
-    return (
-        "evaluate it on data with the same class names (data.class_names or the manifest's labels), or "
-        f"fine-tune it on these classes first with --weights {source}"
-    )
 
 
 def align_spec(spec: DatasetSpec, meta: dict, *, source: str, purpose: str, where: str | None) -> DatasetSpec:
@@ -101,10 +94,11 @@ def align_spec(spec: DatasetSpec, meta: dict, *, source: str, purpose: str, wher
         log.info("the data does not name its classes: using the names of %s, %s", source, names)
         return dataclasses.replace(spec, class_names=names)
     if not same_set:
+        hint = class_mismatch_hint(purpose, source, "data.class_names or the manifest's labels")
         raise SegmentationDataError(
             f"the classes {spec.class_names} of {where or 'the data'} differ from those {source} was "
             f"trained on {names} "
-            f"(by class index): {_hint(purpose, source)}"
+            f"(by class index): {hint}"
         )
     aligned = _reorder(spec, names)
     log.info(
