@@ -14,7 +14,6 @@ is sized by the data (classes, categories), the data must be readable.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
@@ -32,6 +31,7 @@ from tasks.deploy.analysis import (
     steps_per_epoch,
 )
 from tasks.deploy.errors import DeployError
+from tasks.engine.cli import exits_on_user_error
 from tasks.engine.config import ConfigError, apply_overrides, load_config, load_yaml_with_bases
 from tasks.engine.loading import load_trained_model
 from tasks.engine.registry import get_task, registered_tasks, task_accepting
@@ -74,6 +74,7 @@ def _print_model_tables(args: argparse.Namespace, task: Task, model: nn.Module) 
         print("\nfreezing\n" + summary(model.get_submodule(path) if path else model))
 
 
+@exits_on_user_error
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -89,29 +90,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    try:
-        if Path(args.source).suffix in CONFIG_SUFFIXES:
-            task = _config_task(args.source, args.overrides, args.task)
-            model = _untrained_model(task) if {"stages", "freezing"} & set(args.only) else None
-        else:
-            trained = load_trained_model(args.source, args.overrides)
-            task, model = trained.task, trained.model
-        print(f"{args.source}: {task.name}")
-        if model is not None:
-            _print_model_tables(args, task, model)
-        if "lr" in args.only:
-            steps, how = steps_per_epoch(task, args.steps_per_epoch)
-            rates = plot_lr_schedule(task.cfg.train, steps, str(out / "lr_schedule.png"))
-            print(
-                f"\nLR schedule: {len(rates)} updates, {steps} per epoch ({how}); "
-                f"peak {max(rates):.3g}, last {rates[-1]:.3g} -> {out / 'lr_schedule.png'}"
-            )
-        if "data" in args.only:
-            drawn = browse_dataset(task, str(out / "samples.png"), args.samples)
-            print(f"\n{drawn} samples -> {out / 'samples.png'}")
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    if Path(args.source).suffix in CONFIG_SUFFIXES:
+        task = _config_task(args.source, args.overrides, args.task)
+        model = _untrained_model(task) if {"stages", "freezing"} & set(args.only) else None
+    else:
+        trained = load_trained_model(args.source, args.overrides)
+        task, model = trained.task, trained.model
+    print(f"{args.source}: {task.name}")
+    if model is not None:
+        _print_model_tables(args, task, model)
+    if "lr" in args.only:
+        steps, how = steps_per_epoch(task, args.steps_per_epoch)
+        rates = plot_lr_schedule(task.cfg.train, steps, str(out / "lr_schedule.png"))
+        print(
+            f"\nLR schedule: {len(rates)} updates, {steps} per epoch ({how}); "
+            f"peak {max(rates):.3g}, last {rates[-1]:.3g} -> {out / 'lr_schedule.png'}"
+        )
+    if "data" in args.only:
+        drawn = browse_dataset(task, str(out / "samples.png"), args.samples)
+        print(f"\n{drawn} samples -> {out / 'samples.png'}")
     return 0
 
 

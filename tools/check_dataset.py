@@ -10,20 +10,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections import Counter
 from pathlib import Path
 
 from tasks.detection.data_check import (
     FATAL_PROBLEMS,
     POLICIES,
-    DatasetError,
     apply_policy,
     check_coco,
     load_coco_json,
 )
+from tasks.engine.cli import exits_on_user_error
 
 
+@exits_on_user_error
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("annotations", help="COCO JSON file")
@@ -33,11 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--box-tolerance", type=float, default=1.0, help="pixels a box may pass the border")
     parser.add_argument("--write-clean", default=None, help="write the repaired JSON here (drop/clip)")
     args = parser.parse_args(argv)
-    try:
-        data = load_coco_json(args.annotations)
-    except DatasetError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    data = load_coco_json(args.annotations)
     problems = check_coco(data, args.images, check_files=not args.no_files, box_tolerance=args.box_tolerance)
     print(
         f"{args.annotations}: {len(data['images'])} images, {len(data['annotations'])} annotations, "

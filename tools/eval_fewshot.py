@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 
+from tasks.engine.cli import UsageError, exits_on_user_error
 from tasks.engine.monitor import progress, use_progress_bars
 from tasks.fewshot.episodes import EpisodeSpec
 from tasks.fewshot.methods import METHODS, FinetuneSettings
@@ -52,61 +52,56 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@exits_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
-    try:
-        bad = [m for m in methods if m not in METHODS]
-        if bad or not methods:
-            raise ValueError(f"--method {args.method!r}: expected names from {list(METHODS)}")
-        if (args.support is None) != (args.query is None):
-            raise ValueError("fixed-task mode needs both --support DIR and --query DIR")
-        finetune = FinetuneSettings(
-            frozen_stages=args.frozen_stages, epochs=args.finetune_epochs, seed=args.seed
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise UsageError(f"--method {args.method!r}: expected names from {list(METHODS)}")
+    if (args.support is None) != (args.query is None):
+        raise UsageError("fixed-task mode needs both --support DIR and --query DIR")
+    finetune = FinetuneSettings(frozen_stages=args.frozen_stages, epochs=args.finetune_epochs, seed=args.seed)
+    net, cfg = load_trained_net(args.checkpoint, args.device)
+    if args.data:
+        cfg.data.root = args.data
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.support is not None:
+        if len(methods) != 1:
+            raise UsageError("fixed-task mode takes one --method")
+        base_mean = None
+        if methods[0] == "simpleshot" and Path(cfg.data.root).is_dir():
+            base_mean = base_feature_mean(net, cfg, load_split_data(cfg.data))
+        result = run_fixed_task(
+            net,
+            cfg,
+            methods[0],
+            args.support,
+            args.query,
+            out / "predictions.csv",
+            finetune=finetune,
+            base_mean=base_mean,
         )
-        net, cfg = load_trained_net(args.checkpoint, args.device)
-        if args.data:
-            cfg.data.root = args.data
-        out = Path(args.output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        if args.support is not None:
-            if len(methods) != 1:
-                raise ValueError("fixed-task mode takes one --method")
-            base_mean = None
-            if methods[0] == "simpleshot" and Path(cfg.data.root).is_dir():
-                base_mean = base_feature_mean(net, cfg, load_split_data(cfg.data))
-            result = run_fixed_task(
-                net,
-                cfg,
-                methods[0],
-                args.support,
-                args.query,
-                out / "predictions.csv",
-                finetune=finetune,
-                base_mean=base_mean,
-            )
-            result["centred_on_base_mean"] = base_mean is not None
-        else:
-            spec = EpisodeSpec(args.n_way, args.k_shot, args.q_query, args.seed, args.same_group)
-            result = run_episodes(
-                net,
-                cfg,
-                load_split_data(cfg.data),
-                methods,
-                spec,
-                args.episodes,
-                part=args.split,
-                replay_file=args.episodes_file,
-                save_file=out / "episodes.json",
-                finetune=finetune,
-                progress=lambda items: progress(items, len(items), "episodes", use_progress_bars()),
-            )
-        result["checkpoint"] = str(args.checkpoint)
-        result["threads"] = torch.get_num_threads()
-        write_json(out / "results.json", result)
-    except ValueError as err:  # FewShotDataError, ConfigError and CheckpointError subclass ValueError
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        result["centred_on_base_mean"] = base_mean is not None
+    else:
+        spec = EpisodeSpec(args.n_way, args.k_shot, args.q_query, args.seed, args.same_group)
+        result = run_episodes(
+            net,
+            cfg,
+            load_split_data(cfg.data),
+            methods,
+            spec,
+            args.episodes,
+            part=args.split,
+            replay_file=args.episodes_file,
+            save_file=out / "episodes.json",
+            finetune=finetune,
+            progress=lambda items: progress(items, len(items), "episodes", use_progress_bars()),
+        )
+    result["checkpoint"] = str(args.checkpoint)
+    result["threads"] = torch.get_num_threads()
+    write_json(out / "results.json", result)
     print(json.dumps(result, indent=2, default=str))
     return 0
 

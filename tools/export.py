@@ -13,15 +13,14 @@ input.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 
-from backbones.errors import UserError
 from tasks.deploy.export import FORMATS, export_trained
 from tasks.deploy.inputs import real_images
 from tasks.deploy.loading import load_exportable
+from tasks.engine.cli import exits_on_user_error
 from tasks.engine.task import Task
 
 
@@ -32,6 +31,7 @@ def _random_images(task: Task, count: int, size: list[int] | None) -> list[torch
     return [torch.rand(task.input_channels, height, width, generator=generator) for _ in range(count)]
 
 
+@exits_on_user_error
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -55,25 +55,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--atol", type=float, default=1e-4)
     parser.add_argument("--rtol", type=float, default=1e-3)
     args = parser.parse_args(argv)
-    try:
-        trained = load_exportable(args.checkpoint, args.overrides, args.config)
-        if args.random:
-            images = _random_images(trained.task, args.num_images, args.input_size)
-        else:
-            images = real_images(trained.task, args.num_images)
-        results = export_trained(
-            trained,
-            images,
-            args.out,
-            args.formats,
-            Path(args.checkpoint).stem,
-            args.atol,
-            args.rtol,
-            args.input_size,
-        )
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    trained = load_exportable(args.checkpoint, args.overrides, args.config)
+    if args.random:
+        images = _random_images(trained.task, args.num_images, args.input_size)
+    else:
+        images = real_images(trained.task, args.num_images)
+    results = export_trained(
+        trained,
+        images,
+        args.out,
+        args.formats,
+        Path(args.checkpoint).stem,
+        args.atol,
+        args.rtol,
+        args.input_size,
+    )
     print(f"{trained.task.name} model from {args.checkpoint} -> {args.out}/")
     for result in results:
         print(result.line())

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from tasks.detection.data_check import load_coco_json
+from tasks.common.images import list_images
+from tasks.detection.data_check import DatasetError, load_coco_json
 from tasks.detection.metrics import CocoEvaluator, detections_to_coco
-from tasks.detection.predict import list_images, predict_images
+from tasks.detection.predict import predict_images
 from tasks.detection.visualize import draw_detections, save_png
+from tasks.engine.cli import exits_on_user_error
 from tasks.engine.loading import load_trained_model
 
 
+@exits_on_user_error
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="checkpoints/best.pt (or last.pt) of a tools/train_det.py run")
@@ -32,23 +34,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
-    try:
-        trained = load_trained_model(args.checkpoint)  # EMA weights when the run kept them
-        model, cmap = trained.model, trained.task.categories()
-        paths = list_images(args.images)
-        if args.gt:
-            gt = load_coco_json(args.gt)
-            ids = {img["file_name"]: img["id"] for img in gt["images"]}
-            missing = [p.name for p in paths if p.name not in ids]
-            if missing:
-                raise ValueError(f"{args.gt} has no entry for {len(missing)} image(s), e.g. {missing[:5]}")
-            image_ids = [ids[p.name] for p in paths]
-        else:
-            image_ids = list(range(1, len(paths) + 1))
-        predictions = predict_images(model, paths, args.device, args.batch_size)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    trained = load_trained_model(args.checkpoint)  # EMA weights when the run kept them
+    model, cmap = trained.model, trained.task.categories()
+    paths = list_images(args.images)
+    if args.gt:
+        gt = load_coco_json(args.gt)
+        ids = {img["file_name"]: img["id"] for img in gt["images"]}
+        missing = [p.name for p in paths if p.name not in ids]
+        if missing:
+            raise DatasetError(f"{args.gt} has no entry for {len(missing)} image(s), e.g. {missing[:5]}")
+        image_ids = [ids[p.name] for p in paths]
+    else:
+        image_ids = list(range(1, len(paths) + 1))
+    predictions = predict_images(model, paths, args.device, args.batch_size)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = detections_to_coco([o for _, o in predictions], image_ids, cmap)

@@ -9,11 +9,12 @@ single-channel NIfTI volumes (.nii/.nii.gz) in the folder become OUT_DIR/<stem>.
 from __future__ import annotations
 
 import argparse
-import sys
 
+from tasks.engine.cli import exits_on_user_error
 from tasks.segmentation.predict import predict_folder
 
 
+@exits_on_user_error
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Folder of images -> PNG masks (+ overlays).")
     parser.add_argument("checkpoint", help="checkpoint written by tools/train_seg.py (best.pt / last.pt)")
@@ -30,18 +31,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-overlays", action="store_true", help="write masks only")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
-    try:
-        written = predict_folder(
-            args.checkpoint,
-            args.input_dir,
-            args.output_dir,
-            args.tile,
-            overlays=not args.no_overlays,
-            device=args.device,
-        )
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    written = predict_folder(
+        args.checkpoint,
+        args.input_dir,
+        args.output_dir,
+        args.tile,
+        overlays=not args.no_overlays,
+        device=args.device,
+    )
     print(f"wrote {len(written)} masks to {args.output_dir}")
     return 0
 

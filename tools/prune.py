@@ -17,13 +17,13 @@ import sys
 import torch
 
 from backbones.complexity import count_parameters
-from backbones.errors import UserError
 from benchmarks.timing import time_rounds
 from tasks.deploy.analysis import count_macs
 from tasks.deploy.inputs import real_samples
 from tasks.deploy.loading import load_classifier
 from tasks.deploy.prune import channel_widths, prune_channels
 from tasks.engine.checkpoint import CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
+from tasks.engine.cli import exits_on_user_error
 
 
 def _finetune(argv: list[str]) -> int:
@@ -36,11 +36,7 @@ def _finetune(argv: list[str]) -> int:
     if not args.weights:
         print("error: finetune needs --weights PRUNED.pt (written by tools/prune.py)", file=sys.stderr)
         return 2
-    try:
-        task_cls = pruned_task_class(args.weights)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    task_cls = pruned_task_class(args.weights)
     return run_training_tool(
         task_cls, task_cls.config_cls, argv, description=f"fine-tune a pruned {task_cls.name} model"
     )
@@ -55,6 +51,7 @@ def _accuracy(model, images, labels, batch_size=32) -> float:
     return correct / len(images)
 
 
+@exits_on_user_error
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["finetune"]:
@@ -71,13 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-images", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
-    try:
-        trained = load_classifier(args.checkpoint, args.overrides, "pruning")
-        images, labels = real_samples(trained.task, args.val_images, "val")
-        pruned = prune_channels(trained.model, args.keep, images[0][None])
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    trained = load_classifier(args.checkpoint, args.overrides, "pruning")
+    images, labels = real_samples(trained.task, args.val_images, "val")
+    pruned = prune_channels(trained.model, args.keep, images[0][None])
     batch = torch.stack(images[:16])
     with torch.inference_mode():
         times = time_rounds(

@@ -11,23 +11,23 @@ validation set; dynamic INT8 of the linear head is reported next to it. Writes m
 from __future__ import annotations
 
 import argparse
-import sys
 import warnings
 from pathlib import Path
 
 import torch
 
-from backbones.errors import UserError
 from benchmarks.timing import time_rounds
 from tasks.deploy.inputs import real_images
 from tasks.deploy.loading import load_classifier
 from tasks.deploy.quantize import model_bytes, quantize_dynamic_head, quantize_static, top1_agreement
+from tasks.engine.cli import exits_on_user_error
 
 
 def _batches(images: list[torch.Tensor], size: int) -> list[torch.Tensor]:
     return [torch.stack(images[i : i + size]) for i in range(0, len(images), size)]
 
 
+@exits_on_user_error
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -42,15 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats (medians)")
     parser.add_argument("--out", default="exported", help="folder for model_int8.ts")
     args = parser.parse_args(argv)
-    try:
-        trained = load_classifier(args.checkpoint, args.overrides, "INT8 quantization")
-        calibration = _batches(real_images(trained.task, args.calib_images, "train"), args.batch_size)
-        val = _batches(real_images(trained.task, args.val_images, "val"), args.batch_size)
-        fp32 = trained.model
-        int8 = quantize_static(fp32, calibration)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    trained = load_classifier(args.checkpoint, args.overrides, "INT8 quantization")
+    calibration = _batches(real_images(trained.task, args.calib_images, "train"), args.batch_size)
+    val = _batches(real_images(trained.task, args.val_images, "val"), args.batch_size)
+    fp32 = trained.model
+    int8 = quantize_static(fp32, calibration)
     val_cl = [b.contiguous(memory_format=torch.channels_last) for b in val]  # quantized convs run NHWC
     dynamic = quantize_dynamic_head(fp32)
     agree_int8, count = top1_agreement(

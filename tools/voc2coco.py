@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from tasks.detection.voc import DIFFICULT_MODES, voc_to_coco
+from tasks.engine.cli import exits_on_user_error
 
 
+@exits_on_user_error
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("xml_dir", help="folder with one .xml per image")
@@ -31,17 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--one-based", action="store_true", help="subtract 1 from xmin/ymin (official VOC)")
     args = parser.parse_args(argv)
-    try:
-        data = voc_to_coco(
-            args.xml_dir,
-            image_dir=args.images,
-            classes=args.classes,
-            difficult=args.difficult,
-            one_based=args.one_based,
-        )
-    except (ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    data = voc_to_coco(
+        args.xml_dir,
+        image_dir=args.images,
+        classes=args.classes,
+        difficult=args.difficult,
+        one_based=args.one_based,
+    )
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(data))
     print(

@@ -8,8 +8,12 @@ from typing import ClassVar
 from tasks.common.backbone import MOVED_BACKBONE_KEYS, BackboneConfig
 from tasks.engine.config import RunConfig
 
+from .transforms import ClassificationAugmentConfig
+
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
+# Keys that were flat under data: before augmentation became the data.augment section.
+AUGMENT_KEYS = ("color_jitter", "min_scale", "mixup_alpha", "cutmix_alpha", "mixup_prob")
 
 
 @dataclass
@@ -31,7 +35,10 @@ class ClassificationModelConfig:
 class ClassificationDataConfig:
     """Where the images are and how they are augmented."""
 
-    MOVED_KEYS: ClassVar[dict[str, str]] = {"val_ratio": "data.val_fraction"}
+    MOVED_KEYS: ClassVar[dict[str, str]] = {
+        "val_ratio": "data.val_fraction",
+        **{key: f"data.augment.{key}" for key in AUGMENT_KEYS},
+    }
 
     format: str = "imagefolder"  # imagefolder | csv
     root: str = ""  # imagefolder: class folders (or train/ and val/ inside); csv: base of relative paths
@@ -44,16 +51,11 @@ class ClassificationDataConfig:
     split_seed: int = 0
     image_size: int = 224
     resize_size: int = 0  # eval resize before the center crop; 0 = image_size / 0.875
-    augment: str = "photo"  # photo (RandomResizedCrop+flip+jitter) | cifar (RandomCrop pad 4 + flip) | none
-    color_jitter: float = 0.4
-    min_scale: float = 0.08  # RandomResizedCrop lower scale bound
+    augment: ClassificationAugmentConfig = field(default_factory=ClassificationAugmentConfig)
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
     check_images: bool = True  # decode every image before training (finds corrupt files early)
     skip_corrupt: bool = False  # drop corrupt images (with a count in the log) instead of failing
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
-    mixup_prob: float = 1.0
 
 
 @dataclass

@@ -13,8 +13,8 @@ import torch
 from torch.utils.data import Dataset
 
 from backbones.errors import UserError
+from tasks.common.files import has_junk_part, visible_children
 from tasks.common.images import IMAGE_SUFFIXES, ImageReadError, check_image, read_pil
-from tasks.files import has_junk_part, visible_children
 
 log = logging.getLogger("tasks.classification")
 

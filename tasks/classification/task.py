@@ -15,7 +15,7 @@ from tasks.engine.monitor import progress, use_progress_bars
 from tasks.engine.registry import register_task
 from tasks.engine.task import Task
 
-from .config import ClassificationConfig
+from .config import AUGMENT_KEYS, ClassificationConfig
 from .data import (
     DataError,
     ImageListDataset,
@@ -256,12 +256,16 @@ class ClassificationTask(Task):
 
     @classmethod
     def upgrade_config(cls, config: dict) -> dict:
-        """Older configs: backbone keys into model.backbone, data.val_ratio renamed data.val_fraction."""
+        """Older configs: backbone keys into model.backbone, data.val_ratio renamed data.val_fraction,
+        the flat augmentation keys (and the policy string data.augment) into the data.augment section."""
         upgraded = upgrade_model_section(config)
         data = dict(upgraded.get("data") or {})
         if "val_ratio" in data:
             data["val_fraction"] = data.pop("val_ratio")
-        return {**upgraded, "data": data}
+        augment = data.get("augment", {})
+        augment = {"policy": augment} if isinstance(augment, str) else dict(augment)
+        augment.update({key: data.pop(key) for key in AUGMENT_KEYS if key in data})
+        return {**upgraded, "data": {**data, "augment": augment}}
 
     def meta_from_state(self, state: dict) -> dict:
         """Older checkpoints stored no class names: numbered classes as many as the head has rows."""
@@ -269,14 +273,14 @@ class ClassificationTask(Task):
         return {"classes": [f"class{i}" for i in range(len(rows))]} if rows is not None else {}
 
     def _mixup_fn(self):
-        data = self.cfg.data
-        if self._mixup is None and (data.mixup_alpha > 0 or data.cutmix_alpha > 0):
+        aug = self.cfg.data.augment
+        if self._mixup is None and (aug.mixup_alpha > 0 or aug.cutmix_alpha > 0):
             from timm.data import Mixup
 
             self._mixup = Mixup(
-                mixup_alpha=data.mixup_alpha,
-                cutmix_alpha=data.cutmix_alpha,
-                prob=data.mixup_prob,
+                mixup_alpha=aug.mixup_alpha,
+                cutmix_alpha=aug.cutmix_alpha,
+                prob=aug.mixup_prob,
                 label_smoothing=self.cfg.model.label_smoothing,
                 num_classes=self.num_classes,
             )

@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
 import torch
 from torchvision.transforms import v2
 
 from tasks.engine.config import ConfigError
 
-from .config import ClassificationDataConfig
+if TYPE_CHECKING:
+    from .config import ClassificationDataConfig
 
 AUGMENTS = ("photo", "cifar", "none")
+
+
+@dataclass
+class ClassificationAugmentConfig:
+    """Section ``data.augment``: training augmentation, per image (policy) and per batch (timm Mixup)."""
+
+    SCALAR_HINT: ClassVar[str] = "data.augment is a section: write data.augment.policy={value}"
+
+    policy: str = "photo"  # photo (RandomResizedCrop+flip+jitter) | cifar (RandomCrop pad 4 + flip) | none
+    color_jitter: float = 0.4  # photo: brightness/contrast/saturation strength
+    min_scale: float = 0.08  # photo: RandomResizedCrop lower scale bound
+    mixup_alpha: float = 0.0  # timm Mixup; 0 = off
+    cutmix_alpha: float = 0.0  # timm CutMix; 0 = off
+    mixup_prob: float = 1.0  # probability of mixing a batch when mixup or cutmix is on
 
 
 def eval_resize_size(cfg: ClassificationDataConfig) -> int:
@@ -23,26 +41,27 @@ def _to_tensor(cfg: ClassificationDataConfig) -> list:
 
 def build_train_transform(cfg: ClassificationDataConfig) -> v2.Compose:
     """photo: RandomResizedCrop + flip + ColorJitter; cifar: RandomCrop(pad 4) + flip; none: eval."""
-    if cfg.augment not in AUGMENTS:
-        raise ConfigError(f"data.augment={cfg.augment!r}: expected one of {list(AUGMENTS)}")
-    if cfg.augment == "none":
+    aug = cfg.augment
+    if aug.policy not in AUGMENTS:
+        raise ConfigError(f"data.augment.policy={aug.policy!r}: expected one of {list(AUGMENTS)}")
+    if aug.policy == "none":
         return build_eval_transform(cfg)
-    if cfg.augment == "cifar":
+    if aug.policy == "cifar":
         ops = [v2.RandomCrop(cfg.image_size, padding=4, padding_mode="constant"), v2.RandomHorizontalFlip()]
     else:
         ops = [
-            v2.RandomResizedCrop(cfg.image_size, scale=(cfg.min_scale, 1.0), antialias=True),
+            v2.RandomResizedCrop(cfg.image_size, scale=(aug.min_scale, 1.0), antialias=True),
             v2.RandomHorizontalFlip(),
         ]
-        if cfg.color_jitter > 0:
-            j = cfg.color_jitter
+        if aug.color_jitter > 0:
+            j = aug.color_jitter
             ops.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j))
     return v2.Compose(ops + _to_tensor(cfg))
 
 
 def build_eval_transform(cfg: ClassificationDataConfig) -> v2.Compose:
     """Resize the short side then center-crop `image_size` (cifar: the image as is, just normalised)."""
-    if cfg.augment == "cifar":
+    if cfg.augment.policy == "cifar":
         ops = [v2.Resize(cfg.image_size, antialias=True), v2.CenterCrop(cfg.image_size)]
     else:
         ops = [v2.Resize(eval_resize_size(cfg), antialias=True), v2.CenterCrop(cfg.image_size)]

@@ -1,9 +1,9 @@
 """Checks of the classification config values, run when the Task is built (before any data or model work).
 
 Without them a bad value surfaces late and far from its key: `data.mean=[0.5, 0.5]` crashes inside
-Normalize at the first batch (after the run folder exists), `data.min_scale=2` inside RandomResizedCrop,
-and `data.std=[0, 0, 0]` trains on infinities. Every message names the dotted key, the value and what
-was expected.
+Normalize at the first batch (after the run folder exists), `data.augment.min_scale=2` inside
+RandomResizedCrop, and `data.std=[0, 0, 0]` trains on infinities. Every message names the dotted key,
+the value and what was expected.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from tasks.engine.checks import check_one_of, check_range, invalid
 
 from .config import ClassificationConfig, ClassificationDataConfig, ClassificationModelConfig
 from .model import HEADS, POOLS
-from .transforms import AUGMENTS
+from .transforms import AUGMENTS, ClassificationAugmentConfig
 
 FORMATS = ("imagefolder", "csv")
 # Every image is decoded to RGB (tasks.common.images.read_pil), so the network always sees 3 channels.
@@ -53,7 +53,6 @@ def check_class_list(classes: Sequence[str]) -> None:
 def validate_data(data: ClassificationDataConfig, batch_size: int) -> None:
     """Check every `data.*` value whose bad value would crash later or silently misbehave."""
     check_one_of("data.format", data.format, FORMATS)
-    check_one_of("data.augment", data.augment, AUGMENTS)
     if data.format == "csv" and not data.train_csv:
         raise invalid(
             "data.train_csv", data.train_csv, "data.format=csv needs a CSV file (columns path,label)"
@@ -64,21 +63,27 @@ def validate_data(data: ClassificationDataConfig, batch_size: int) -> None:
         raise invalid("data.image_size", data.image_size, "must be a positive number of pixels")
     if data.resize_size < 0:
         raise invalid("data.resize_size", data.resize_size, "must be >= 0 (0 = data.image_size / 0.875)")
-    if data.augment != "cifar" and 0 < data.resize_size < data.image_size:
+    if data.augment.policy != "cifar" and 0 < data.resize_size < data.image_size:
         # CenterCrop pads an image smaller than the crop with black borders instead of failing.
         raise invalid(
             "data.resize_size",
             data.resize_size,
             f"must be 0 or >= data.image_size={data.image_size} (the center crop would pad the image)",
         )
-    check_range("data.min_scale", data.min_scale, 0.0, 1.0, low_open=True)
-    check_range("data.color_jitter", data.color_jitter, 0.0, what="0 = no jitter")
     check_channel_list("data.mean", data.mean, positive=False)
     check_channel_list("data.std", data.std, positive=True)
+    check_augment(data.augment, batch_size)
+
+
+def check_augment(aug: ClassificationAugmentConfig, batch_size: int) -> None:
+    """The ``data.augment`` section."""
+    check_one_of("data.augment.policy", aug.policy, AUGMENTS)
+    check_range("data.augment.min_scale", aug.min_scale, 0.0, 1.0, low_open=True)
+    check_range("data.augment.color_jitter", aug.color_jitter, 0.0, what="0 = no jitter")
     for key in ("mixup_alpha", "cutmix_alpha"):
-        check_range(f"data.{key}", getattr(data, key), 0.0, what="0 = off")
-    check_range("data.mixup_prob", data.mixup_prob, 0.0, 1.0)
-    if (data.mixup_alpha > 0 or data.cutmix_alpha > 0) and batch_size % 2:
+        check_range(f"data.augment.{key}", getattr(aug, key), 0.0, what="0 = off")
+    check_range("data.augment.mixup_prob", aug.mixup_prob, 0.0, 1.0)
+    if (aug.mixup_alpha > 0 or aug.cutmix_alpha > 0) and batch_size % 2:
         # timm's Mixup mixes each sample with its mirror in the batch: an odd batch cannot be paired.
         raise invalid("train.batch_size", batch_size, "mixup/cutmix need an even batch size")
 

@@ -40,6 +40,8 @@ from PIL import ExifTags, Image, ImageOps
 
 from backbones.errors import UserError
 
+from .files import visible_children
+
 # torchvision's IMG_EXTENSIONS plus .gif (PIL decodes the first frame; real photo sets hold a few).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
@@ -73,6 +75,10 @@ class ImageReadError(UserError):
         return type(self), (self.path, self.reason)
 
 
+class ImageFolderError(UserError):
+    """A folder given as a set of images that is missing or holds none."""
+
+
 @dataclass(frozen=True)
 class ImageHeader:
     """What :func:`check_image` reads from a file's header: the displayed size, orientation and PIL mode."""
@@ -93,6 +99,22 @@ class ImageHeader:
 def is_image_file(path: str | os.PathLike) -> bool:
     """Whether ``path`` ends in one of `IMAGE_SUFFIXES` (case-insensitive)."""
     return str(path).lower().endswith(IMAGE_SUFFIXES)
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """The image files directly inside ``folder``, sorted by name: what every predict tool reads.
+
+    Raises:
+        ImageFolderError: the folder does not exist or holds no image file.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ImageFolderError(f"image folder {str(folder)!r} does not exist")
+    # visible_children skips macOS `._name.jpg` resource forks and other junk that looks like an image.
+    files = [p for p in visible_children(folder) if is_image_file(p) and p.is_file()]
+    if not files:
+        raise ImageFolderError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {str(folder)!r}")
+    return files
 
 
 def full_scale(dtype: np.dtype) -> float:

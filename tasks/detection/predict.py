@@ -12,20 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tasks.common.images import IMAGE_SUFFIXES, read_image
-from tasks.files import visible_children
-
-
-def list_images(folder: str | Path) -> list[Path]:
-    """Image files directly inside ``folder``, sorted by name."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ValueError(f"image folder {str(folder)!r} does not exist")
-    # visible_children skips macOS `._name.jpg` resource forks and other junk that looks like an image.
-    files = [p for p in visible_children(folder) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
-    if not files:
-        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {str(folder)!r}")
-    return files
+from tasks.common.images import read_image
 
 
 @torch.no_grad()

@@ -6,8 +6,10 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 
+from tasks.common.files import visible_children
 from tasks.common.images import check_image
-from tasks.files import visible_children
+
+from .data_check import DatasetError
 
 DIFFICULT_MODES = ("ignore", "keep", "drop")
 
@@ -15,7 +17,7 @@ DIFFICULT_MODES = ("ignore", "keep", "drop")
 def _text(node: ET.Element, tag: str, xml_path: Path) -> str:
     child = node.find(tag)
     if child is None or child.text is None:
-        raise ValueError(f"{str(xml_path)!r}: missing <{tag}> inside <{node.tag}>")
+        raise DatasetError(f"{str(xml_path)!r}: missing <{tag}> inside <{node.tag}>")
     return child.text.strip()
 
 
@@ -24,7 +26,7 @@ def _number(node: ET.Element, tag: str, xml_path: Path) -> float:
     try:
         return float(text)
     except ValueError:
-        raise ValueError(f"{str(xml_path)!r}: <{tag}> must be a number, got {text!r}") from None
+        raise DatasetError(f"{str(xml_path)!r}: <{tag}> must be a number, got {text!r}") from None
 
 
 def voc_to_coco(
@@ -51,20 +53,20 @@ def voc_to_coco(
         A COCO dictionary with ``images``, ``annotations`` and ``categories``.
     """
     if difficult not in DIFFICULT_MODES:
-        raise ValueError(f"difficult must be one of {DIFFICULT_MODES}, got {difficult!r}")
+        raise DatasetError(f"difficult must be one of {DIFFICULT_MODES}, got {difficult!r}")
     xml_dir = Path(xml_dir)
     # Junk such as macOS `._name.xml` resource forks ends in .xml too but is not VOC XML.
     children = visible_children(xml_dir) if xml_dir.is_dir() else []
     files = [p for p in children if p.suffix.lower() == ".xml" and p.is_file()]
     if not files:
-        raise ValueError(f"no .xml files in {str(xml_dir)!r}")
+        raise DatasetError(f"no .xml files in {str(xml_dir)!r}")
 
     parsed = []
     for path in files:
         try:
             root = ET.parse(path).getroot()
         except ET.ParseError as e:
-            raise ValueError(f"{str(path)!r} is not valid XML: {e}") from e
+            raise DatasetError(f"{str(path)!r} is not valid XML: {e}") from e
         parsed.append((path, root))
 
     names = sorted({_text(obj, "name", p) for p, root in parsed for obj in root.iter("object")})
@@ -72,7 +74,7 @@ def voc_to_coco(
         classes = names
     unknown = sorted(set(names) - set(classes))
     if unknown:
-        raise ValueError(f"object names {unknown} are not in the given classes {list(classes)}")
+        raise DatasetError(f"object names {unknown} are not in the given classes {list(classes)}")
     cat_id = {name: i + 1 for i, name in enumerate(classes)}
 
     images, annotations = [], []
@@ -90,7 +92,7 @@ def voc_to_coco(
             header = check_image(Path(image_dir) / file_name)  # the displayed size, as boxes are drawn
             width, height = header.width, header.height
         if width <= 0 or height <= 0:
-            raise ValueError(f"{str(path)!r}: no usable <size>; pass image_dir to read it from the image")
+            raise DatasetError(f"{str(path)!r}: no usable <size>; pass image_dir to read it from the image")
         images.append({"id": image_id, "file_name": file_name, "width": width, "height": height})
         for obj in root.iter("object"):
             is_difficult = obj.find("difficult") is not None and _text(obj, "difficult", path) == "1"
@@ -98,7 +100,7 @@ def voc_to_coco(
                 continue
             box = obj.find("bndbox")
             if box is None:
-                raise ValueError(f"{str(path)!r}: <object> without <bndbox>")
+                raise DatasetError(f"{str(path)!r}: <object> without <bndbox>")
             x0 = _number(box, "xmin", path) - offset
             y0 = _number(box, "ymin", path) - offset
             x1, y1 = _number(box, "xmax", path), _number(box, "ymax", path)

@@ -7,6 +7,8 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
 import torch.distributed as dist
@@ -21,6 +23,27 @@ log = logging.getLogger("tasks.engine")
 # Only errors in what the user gave become one-line messages (exit 2); anything else is a bug in this
 # code or a library and keeps its traceback.
 USER_ERRORS = (UserError,)
+
+
+class UsageError(UserError):
+    """Command-line flags that cannot work together (argparse checks each flag alone)."""
+
+
+def exits_on_user_error(main: Callable[..., int]) -> Callable[..., int]:
+    """Decorate a tool's ``main``: bad input (a UserError) prints ``error: ...`` and returns exit code 2.
+
+    Every other exception propagates with its traceback: it is a bug, not the user's mistake.
+    """
+
+    @wraps(main)
+    def run(*args: Any, **kwargs: Any) -> int:
+        try:
+            return main(*args, **kwargs)
+        except USER_ERRORS as err:
+            print(f"error: {err}", file=sys.stderr)  # print, not log: shown even when logging is reconfigured
+            return 2
+
+    return run
 
 
 def build_parser(description: str = "") -> argparse.ArgumentParser:

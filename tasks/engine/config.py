@@ -317,7 +317,11 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         return value
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping (section), got {value!r}", where)
+            # A key that used to hold one value and is now a section says how to write it.
+            hint = getattr(tp, "SCALAR_HINT", "").format(value=value)
+            raise ConfigError(
+                f"{where}: expected a mapping (section), got {value!r}" + (f"; {hint}" if hint else ""), where
+            )
         return _from_dict(tp, value, where)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):

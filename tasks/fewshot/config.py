@@ -8,6 +8,8 @@ from typing import ClassVar
 from tasks.common.backbone import MOVED_BACKBONE_KEYS, BackboneConfig
 from tasks.engine.config import RunConfig
 
+from .transforms import FewShotAugmentConfig
+
 # model.method -> the head base training uses (ProtoNet trains on episodes, without a head).
 TRAIN_METHODS = {"baseline": "linear", "baseline++": "cosine", "protonet": "none"}
 
@@ -40,7 +42,7 @@ class FewShotDataConfig:
     split_by: str = "class"  # class | group (whole groups, e.g. alphabets, go to one part)
     split_file: str = ""  # a JSON split (tasks.fewshot.splits.save_split) instead of fractions/seed
     rotations: list[int] = field(default_factory=list)  # e.g. [0, 90, 180, 270]: rotated copies = new classes
-    augment: bool = False
+    augment: FewShotAugmentConfig = field(default_factory=FewShotAugmentConfig)
     cache_images: bool = True  # keep decoded, resized images in memory (set false for large datasets)
     # Episodic training (method=protonet): one episode per optimiser step.
     n_way: int = 5

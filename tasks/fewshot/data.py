@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     from .transforms import ImageTransform
 
 from backbones.errors import UserError
+from tasks.common.files import is_junk
 from tasks.common.images import IMAGE_SUFFIXES, ImageReadError, check_image, is_image_file, read_image
-from tasks.files import is_junk
 
 
 class FewShotDataError(UserError):

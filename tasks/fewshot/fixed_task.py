@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
+from tasks.common.files import visible_children
 from tasks.common.images import is_image_file
-from tasks.files import visible_children
 
 from .data import FewShotDataError, check_image_headers, scan_class_folders
 

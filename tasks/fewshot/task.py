@@ -41,6 +41,8 @@ log = logging.getLogger("tasks.fewshot")
 
 # Fewer classes make base training or episodes trivial: one class is always predicted right (loss 0).
 MIN_CLASSES = 2
+# What `data.augment: true` meant before augmentation became a section.
+LEGACY_AUGMENT = {"rotate": 10.0, "translate": 0.1, "scale": 0.1}
 
 
 @dataclass
@@ -209,11 +211,14 @@ class FewShotTask(Task):
 
     @classmethod
     def upgrade_config(cls, config: dict) -> dict:
-        """Older configs: backbone keys into model.backbone, data.channels as its in_chans."""
+        """Older configs: backbone keys into model.backbone, data.channels as its in_chans, the
+        data.augment flag as the jitter it switched on."""
         upgraded = upgrade_model_section(config)
         data = dict(upgraded.get("data") or {})
         if "channels" in data:
             upgraded["model"]["backbone"]["in_chans"] = data.pop("channels")
+        if isinstance(data.get("augment"), bool):
+            data["augment"] = LEGACY_AUGMENT if data["augment"] else {}
         return {**upgraded, "data": data}
 
     # ------------------------------------------------------------------------------ checkpoint meta

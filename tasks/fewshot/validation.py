@@ -15,6 +15,7 @@ from tasks.common.backbone import validate_backbone
 from tasks.engine.checks import check_one_of, check_range, invalid
 
 from .config import TRAIN_METHODS, FewShotConfig, FewShotDataConfig, FewShotModelConfig
+from .transforms import FewShotAugmentConfig
 
 CHANNELS = (1, 3)
 SPLIT_BY = ("class", "group")
@@ -52,12 +53,21 @@ def check_rotations(rotations: Sequence[int]) -> None:
         raise invalid("data.rotations", list(rotations), "an angle (modulo 360) is listed twice")
 
 
+def check_augment(aug: FewShotAugmentConfig) -> None:
+    """The ``data.augment`` section."""
+    check_range("data.augment.rotate", aug.rotate, 0, 180)
+    check_range("data.augment.translate", aug.translate, 0, 1)
+    check_range("data.augment.scale", aug.scale, 0, 1, high_open=True)
+    check_range("data.augment.hflip", aug.hflip, 0, 1)
+
+
 def validate_data(data: FewShotDataConfig, episodic: bool) -> None:
     """Check every `data.*` value whose bad value would crash later or silently misbehave."""
     if data.image_size < 1:
         raise invalid("data.image_size", data.image_size, "must be a positive number of pixels")
     check_split(data)
     check_rotations(data.rotations)
+    check_augment(data.augment)
     if episodic:
         # A 1-way episode is always answered right: it would train (and report) nothing.
         check_at_least("data", data, ["n_way"], 2)

@@ -1,4 +1,4 @@
-"""Typed config of the segmentation task (sections model, data, aug, loss, eval on top of RunConfig)."""
+"""Typed config of the segmentation task (sections model, data, loss, eval on top of RunConfig)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from typing import ClassVar
 
 from tasks.common.backbone import MOVED_BACKBONE_KEYS, BackboneConfig
 from tasks.engine.config import RunConfig
+
+from .transforms import SegmentationAugmentConfig
 
 
 @dataclass
@@ -26,24 +28,6 @@ class SegmentationModelConfig:
     decoder_norm: str = "batchnorm"  # batchnorm | instancenorm | groupnorm | identity
     decoder_norm_groups: int = 8  # GroupNorm groups
     deep_supervision: int = 0  # number of auxiliary heads on coarser decoder levels (0 = off)
-
-
-@dataclass
-class SegmentationAugConfig:
-    """Joint image/mask augmentation (albumentations), training only."""
-
-    crop_size: list[int] = field(default_factory=lambda: [256, 256])  # [] = whole images (same size needed)
-    hflip: float = 0.5
-    vflip: float = 0.5
-    rotate90: float = 0.5
-    rotate_limit: float = 0.0  # degrees of random rotation (applied with probability rotate_p)
-    rotate_p: float = 0.0
-    elastic_p: float = 0.0
-    elastic_alpha: float = 30.0
-    elastic_sigma: float = 6.0
-    brightness_contrast_p: float = 0.2
-    brightness_limit: float = 0.2
-    contrast_limit: float = 0.2
 
 
 @dataclass
@@ -67,6 +51,7 @@ class SegmentationDataConfig:
     split_seed: int = 0
     nifti_axis: int = 2  # axis of the volume along which 2D slices are taken
     cache_volumes: int = 4  # NIfTI volumes kept decoded in memory per worker
+    augment: SegmentationAugmentConfig = field(default_factory=SegmentationAugmentConfig)
 
 
 @dataclass
@@ -99,9 +84,10 @@ class SegmentationEvalConfig:
 class SegmentationConfig(RunConfig):
     """Complete segmentation run config (tools/train_seg.py)."""
 
+    MOVED_KEYS: ClassVar[dict[str, str]] = {"aug": "data.augment"}
+
     model: SegmentationModelConfig = field(default_factory=SegmentationModelConfig)
     data: SegmentationDataConfig = field(default_factory=SegmentationDataConfig)
-    aug: SegmentationAugConfig = field(default_factory=SegmentationAugConfig)
     loss: SegmentationLossConfig = field(default_factory=SegmentationLossConfig)
     eval: SegmentationEvalConfig = field(default_factory=SegmentationEvalConfig)
     output_dir: str = "runs/segmentation"

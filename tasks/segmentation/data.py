@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from tasks.common.files import visible_children
 from tasks.common.images import IMAGE_SUFFIXES
-from tasks.files import visible_children
 
 from .image_io import SegmentationDataError, image_header, mask_size, read_image_and_max, read_mask
 from .manifest import DatasetSpec, load_manifest

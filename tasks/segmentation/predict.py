@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from tasks.common.files import visible_children
 from tasks.common.images import IMAGE_SUFFIXES
 from tasks.engine.loading import load_trained_model
-from tasks.files import visible_children
 
 from .classes import meta_value_map
 from .config import SegmentationConfig

@@ -81,7 +81,12 @@ class SegmentationTask(Task):
 
     @classmethod
     def upgrade_config(cls, config: dict) -> dict:
-        return upgrade_model_section(config)
+        """Older configs: backbone keys into model.backbone, the top-level aug section into data.augment."""
+        upgraded = upgrade_model_section(config)
+        if "aug" in upgraded:
+            augment = upgraded.pop("aug")
+            upgraded["data"] = {**(upgraded.get("data") or {}), "augment": augment}
+        return upgraded
 
     # ------------------------------------------------------------------------------------------ build
     def build_model(self, pretrained: bool = True) -> nn.Module:
@@ -148,7 +153,7 @@ class SegmentationTask(Task):
         train_idx, val_idx = split_by_case(records, d.val_fraction, d.split_seed)
         common = self._dataset_args()
         train = SegmentationDataset(
-            [records[i] for i in train_idx], transform=build_train_transform(self.cfg.aug), **common
+            [records[i] for i in train_idx], transform=build_train_transform(self.cfg.data.augment), **common
         )
         val = SegmentationDataset([records[i] for i in val_idx], **common) if val_idx else None
         return train, val
@@ -297,7 +302,7 @@ class SegmentationTask(Task):
     # ------------------------------------------------------------------------------------ deployment
     def input_size(self) -> tuple[int, int]:
         """The training crop (256 x 256 when whole images are used: the U-Net takes any size)."""
-        height, width = (self.cfg.aug.crop_size or [256, 256])[:2]
+        height, width = (self.cfg.data.augment.crop_size or [256, 256])[:2]
         return (height, width)
 
     def image_and_target(self, sample: dict) -> tuple[torch.Tensor, torch.Tensor]:

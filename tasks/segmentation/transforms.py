@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import albumentations as A
 import cv2
 import numpy as np
@@ -12,6 +14,24 @@ NORMALIZATIONS = ("imagenet", "zscore", "minmax", "ct_window", "none")
 IGNORE_INDEX = 255  # mask value of padded pixels: left out of the losses and the metrics
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class SegmentationAugmentConfig:
+    """Section ``data.augment``: joint image/mask augmentation (albumentations), training only."""
+
+    crop_size: list[int] = field(default_factory=lambda: [256, 256])  # [] = whole images (same size needed)
+    hflip: float = 0.5
+    vflip: float = 0.5
+    rotate90: float = 0.5
+    rotate_limit: float = 0.0  # degrees of random rotation (applied with probability rotate_p)
+    rotate_p: float = 0.0
+    elastic_p: float = 0.0
+    elastic_alpha: float = 30.0
+    elastic_sigma: float = 6.0
+    brightness_contrast_p: float = 0.2
+    brightness_limit: float = 0.2
+    contrast_limit: float = 0.2
 
 
 def normalize(
@@ -54,21 +74,21 @@ def normalize(
     return (np.clip(image, low, high) - low) / (high - low)
 
 
-def build_train_transform(aug) -> A.Compose:
-    """Albumentations pipeline for training from an ``SegmentationAugConfig``.
+def build_train_transform(aug: SegmentationAugmentConfig) -> A.Compose:
+    """Albumentations pipeline for training from the ``data.augment`` section.
 
     Images smaller than the crop are padded with 0 and their masks with ``IGNORE_INDEX``, so padding never
     counts as background in the loss.  (The model pads its input to the network stride itself, so crops
     need not be multiples of it; multiples avoid that extra padding.)
 
     Args:
-        aug: the ``aug`` config section.
+        aug: the ``data.augment`` config section.
     """
     ops: list[A.BasicTransform] = []
     if aug.crop_size:
         if len(aug.crop_size) != 2 or any(c <= 0 for c in aug.crop_size):
             raise ConfigError(
-                f"aug.crop_size must be [height, width] with positive values, got {aug.crop_size}"
+                f"data.augment.crop_size must be [height, width] with positive values, got {aug.crop_size}"
             )
         height, width = aug.crop_size
         ops += [

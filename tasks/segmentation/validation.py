@@ -69,16 +69,16 @@ def check_data(d) -> None:
             )
 
 
-def check_aug(a) -> None:
-    """The ``aug`` section (SegmentationAugConfig)."""
-    check_size_pair("aug.crop_size", a.crop_size, "height, width")
+def check_augment(a) -> None:
+    """The ``data.augment`` section (SegmentationAugmentConfig)."""
+    check_size_pair("data.augment.crop_size", a.crop_size, "height, width")
     for key in ("hflip", "vflip", "rotate90", "rotate_p", "elastic_p", "brightness_contrast_p"):
-        check_range(f"aug.{key}", getattr(a, key), 0, 1)
-    check_range("aug.rotate_limit", a.rotate_limit, 0, 180)
-    check_range("aug.elastic_alpha", a.elastic_alpha, 0)
-    check_range("aug.elastic_sigma", a.elastic_sigma, 0, low_open=True)
-    check_range("aug.brightness_limit", a.brightness_limit, 0, 1)
-    check_range("aug.contrast_limit", a.contrast_limit, 0, 1)
+        check_range(f"data.augment.{key}", getattr(a, key), 0, 1)
+    check_range("data.augment.rotate_limit", a.rotate_limit, 0, 180)
+    check_range("data.augment.elastic_alpha", a.elastic_alpha, 0)
+    check_range("data.augment.elastic_sigma", a.elastic_sigma, 0, low_open=True)
+    check_range("data.augment.brightness_limit", a.brightness_limit, 0, 1)
+    check_range("data.augment.contrast_limit", a.contrast_limit, 0, 1)
 
 
 def check_loss(loss) -> None:
@@ -117,13 +117,13 @@ def check_eval(e, mode: str, num_classes: int) -> None:
 
 
 def validate_config(cfg) -> None:
-    """Check the ``model``, ``data``, ``aug``, ``loss`` and ``eval`` sections of a SegmentationConfig.
+    """Check the ``model``, ``data`` (``data.augment`` included), ``loss`` and ``eval`` sections.
 
     Raises:
         ConfigError: naming the dotted key, its value and what was expected.
     """
     check_model(cfg.model)
     check_data(cfg.data)
-    check_aug(cfg.aug)
+    check_augment(cfg.data.augment)
     check_loss(cfg.loss)
     check_eval(cfg.eval, cfg.model.mode, cfg.model.num_classes)

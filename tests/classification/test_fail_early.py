@@ -18,15 +18,18 @@ CONFIG = str(ROOT / "configs" / "classification" / "resnet18_imagefolder.yaml")
         ("data.mean=[0.5,0.5]", "data.mean=[0.5, 0.5]: needs 3 values, one per input channel"),
         ("data.std=[0,0,0]", "data.std=[0, 0, 0]: every value must be > 0"),
         ("data.std=[.nan,1,1]", "data.std=[nan, 1, 1]: every value must be a finite number"),
-        ("data.min_scale=2", "data.min_scale=2: must be in (0, 1]"),
-        ("data.min_scale=0", "data.min_scale=0: must be in (0, 1]"),
+        ("data.augment.min_scale=2", "data.augment.min_scale=2: must be in (0, 1]"),
+        ("data.augment.min_scale=0", "data.augment.min_scale=0: must be in (0, 1]"),
         ("data.image_size=-32", "data.image_size=-32: must be a positive number of pixels"),
         ("data.resize_size=16", "data.resize_size=16: must be 0 or >= data.image_size=32"),
         ("data.val_fraction=1", "data.val_fraction=1: must be in [0, 1)"),
-        ("data.color_jitter=-0.4", "data.color_jitter=-0.4: must be >= 0"),
-        ("data.mixup_prob=1.5", "data.mixup_prob=1.5: must be in [0, 1]"),
-        ("data.cutmix_alpha=-1", "data.cutmix_alpha=-1: must be >= 0"),
-        ("data.augment=heavy", "data.augment='heavy': expected one of ['photo', 'cifar', 'none']"),
+        ("data.augment.color_jitter=-0.4", "data.augment.color_jitter=-0.4: must be >= 0"),
+        ("data.augment.mixup_prob=1.5", "data.augment.mixup_prob=1.5: must be in [0, 1]"),
+        ("data.augment.cutmix_alpha=-1", "data.augment.cutmix_alpha=-1: must be >= 0"),
+        (
+            "data.augment.policy=heavy",
+            "data.augment.policy='heavy': expected one of ['photo', 'cifar', 'none']",
+        ),
         ("data.classes=[ants]", "data.classes=['ants']: a classifier needs at least 2 classes"),
         ("data.classes=[ants,ants]", "data.classes=['ants', 'ants']: duplicate names ['ants']"),
         ("model.num_classes=1", "model.num_classes=1: must be 0 (the data's classes) or at least 2"),
@@ -38,6 +41,8 @@ CONFIG = str(ROOT / "configs" / "classification" / "resnet18_imagefolder.yaml")
             "model.backbone.frozen_stages=7: expected one of [-1, 0, 1, 2, 3, 4]",
         ),
         ("model.arch=resnet18", "'model.arch' has moved: write it as 'model.backbone.arch'"),
+        ("data.min_scale=0.5", "'data.min_scale' has moved: write it as 'data.augment.min_scale'"),
+        ("data.augment=cifar", "data.augment is a section: write data.augment.policy=cifar"),
         ("model.cosine_scale=0", "model.cosine_scale=0: must be > 0"),
         ("model.backbone.arch=resnet19", "model.backbone.arch='resnet19': expected one of"),
         ("model.pool=median", "model.pool='median': expected one of"),
@@ -62,5 +67,10 @@ def test_root_one_level_too_high_stops_before_the_run_folder(tmp_path, make_fold
 
 
 def test_valid_edge_values_are_accepted(image_folder, tmp_path, tiny):
-    extra = ("data.min_scale=1", "data.val_fraction=0.5", "data.mixup_prob=0", "model.num_classes=2")
+    extra = (
+        "data.augment.min_scale=1",
+        "data.val_fraction=0.5",
+        "data.augment.mixup_prob=0",
+        "model.num_classes=2",
+    )
     assert train_cls.main([CONFIG, *tiny(image_folder, tmp_path / "run", *extra)]) == 0

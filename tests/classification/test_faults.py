@@ -48,7 +48,7 @@ def test_kill_9_mid_epoch_then_resume_auto_reaches_the_same_weights(tmp_path, ma
         "train.checkpoint_every_steps=1",
         "train.deterministic=true",
         "model.dropout=0.2",
-        "data.augment=photo",
+        "data.augment.policy=photo",
         "train.lr=0.05",
     )
     args = [a for a in args if not a.startswith("output_dir=")]
@@ -105,7 +105,7 @@ def test_two_process_ddp_matches_single_process_first_step(tmp_path, make_folder
         root,
         tmp_path / "placeholder",
         "data.val_fraction=0",
-        "data.augment=none",
+        "data.augment.policy=none",
         "model.dropout=0",
         "model.backbone.norm_eval=true",
         "model.label_smoothing=0",

@@ -37,7 +37,7 @@ def test_shipped_configs_load():
     cifar = cfgs["resnet18_cifar"]
     assert (
         cifar.model.backbone.stem_type == "small"
-        and cifar.data.augment == "cifar"
+        and cifar.data.augment.policy == "cifar"
         and cifar.data.image_size == 32
     )
     assert cifar.train.optimizer == "sgd" and cifar.train.scheduler == "step"
@@ -96,8 +96,8 @@ def test_bad_data_and_config_fail_before_training(image_folder, tmp_path, tiny, 
 def test_cifar_config_with_mixup_and_cosine_head(tmp_path, make_folder, tiny):
     root = make_folder(tmp_path / "c", per_class=4, size=32, classes=("ants", "bees", "wasps"))
     extra = (
-        "data.mixup_alpha=0.2",
-        "data.cutmix_alpha=1.0",
+        "data.augment.mixup_alpha=0.2",
+        "data.augment.cutmix_alpha=1.0",
         "model.head=cosine",
         "train.max_steps_per_epoch=1",
         "model.label_smoothing=0.1",

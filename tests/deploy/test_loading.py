@@ -1,8 +1,8 @@
 """The one loader behind every tool: older checkpoints, the EMA rule, no backbone weights read.
 
 Older checkpoints name no task and have no task_meta; before the backbone section their model keys were
-flat (model.arch, model.frozen_stages, detection's model.norm: auto, ...) and classification split with
-data.val_ratio. They are written here as that code wrote them.
+flat (model.arch, model.frozen_stages, detection's model.norm: auto, ...), classification split with
+data.val_ratio and kept its augmentation keys flat under data. They are written here as that code wrote them.
 """
 
 from __future__ import annotations
@@ -15,9 +15,13 @@ import torch
 from tasks.classification import ClassificationConfig, build_classifier
 from tasks.detection.config import DetectionConfig
 from tasks.detection.model import build_detector
-from tasks.engine.config import config_to_dict
+from tasks.engine.config import config_from_dict, config_to_dict
 from tasks.engine.loading import load_trained_model
+from tasks.fewshot.config import FewShotConfig
+from tasks.fewshot.task import FewShotTask
+from tasks.segmentation.config import SegmentationConfig
 from tasks.segmentation.predict import predict_folder
+from tasks.segmentation.task import SegmentationTask
 
 
 def _tool(name: str):
@@ -47,6 +51,9 @@ def _old_classification_checkpoint(path, data_root: str) -> torch.nn.Module:
     }
     config["model"] = _flat_model_section(config["model"], old_backbone)
     config["data"]["val_ratio"] = config["data"].pop("val_fraction")
+    augment = config["data"].pop("augment")  # flat keys and a policy string
+    config["data"].update(augment, augment="cifar", min_scale=0.5)
+    del config["data"]["policy"]
     torch.save({"model": model.state_dict(), "config": config, "epoch": 3, "ema": None}, path)
     return model
 
@@ -58,6 +65,7 @@ def test_an_old_classification_checkpoint_loads_and_exports(cls_checkpoint, tmp_
 
     loaded = load_trained_model(path)
     assert loaded.task.name == "classification" and loaded.cfg.model.backbone.arch == "resnet18"
+    assert (loaded.cfg.data.augment.policy, loaded.cfg.data.augment.min_scale) == ("cifar", 0.5)
     assert loaded.cfg.model.backbone.stem_type == "" and loaded.cfg.data.val_fraction == 0.2
     assert loaded.meta == {"classes": ["class0", "class1", "class2"]}  # numbered as the head has rows
     x = torch.rand(2, 3, 32, 32)
@@ -102,6 +110,21 @@ def test_an_old_detection_checkpoint_loads_with_its_categories(tmp_path):
     assert len(got["boxes"]) > 0
     for key in ("boxes", "scores", "labels"):
         torch.testing.assert_close(got[key], expected[key])
+
+
+def test_older_augmentation_keys_load_into_the_data_augment_section():
+    seg = SegmentationTask.upgrade_config(
+        {"aug": {"crop_size": [64, 64], "hflip": 0.2}, "data": {"root": "d"}}
+    )
+    seg_cfg = config_from_dict(SegmentationConfig, seg)
+    assert (seg_cfg.data.augment.crop_size, seg_cfg.data.augment.hflip, seg_cfg.data.root) == (
+        [64, 64],
+        0.2,
+        "d",
+    )
+    for flag, rotate in ((True, 10.0), (False, 0.0)):
+        few = config_from_dict(FewShotConfig, FewShotTask.upgrade_config({"data": {"augment": flag}}))
+        assert few.data.augment.rotate == rotate
 
 
 def test_the_ema_weights_are_the_ones_loaded_when_present(cls_checkpoint, tmp_path):

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tasks.common.images import list_images
 from tasks.detection.data import split_image_ids
 from tasks.detection.data_check import DatasetError
-from tasks.detection.predict import list_images
 from tasks.detection.task import DetectionTask
 from tasks.detection.voc import voc_to_coco
 from tasks.engine.trainer import Trainer

@@ -62,3 +62,22 @@ def test_only_user_errors_become_one_line_messages(tmp_path, toy_task_cls, toy_c
         run_training_tool(BuggyTask, toy_config_cls, [str(config), "--output-dir", str(tmp_path / "a")])
     assert run_training_tool(toy_task_cls, toy_config_cls, [str(config), "--weights", "missing.pt"]) == 2
     assert capsys.readouterr().err.strip() == "error: checkpoint not found: missing.pt"
+
+
+def test_every_other_tool_keeps_the_traceback_of_a_bug(tmp_path, monkeypatch, capsys):
+    """predict, eval, export and the data tools share the rule of the training tools."""
+    import pytest
+
+    from tools import predict_det, voc2coco
+
+    # Bad input: one line, exit 2.
+    assert voc2coco.main([str(tmp_path / "nowhere"), str(tmp_path / "out.json")]) == 2
+    assert capsys.readouterr().err.startswith("error: no .xml files in")
+
+    # A ValueError from inside the work (a bug, here in torch) is not turned into "error: ...".
+    def broken(*args, **kwargs):
+        raise ValueError("a bug inside torch")
+
+    monkeypatch.setattr(predict_det, "load_trained_model", broken)
+    with pytest.raises(ValueError, match="a bug inside torch"):
+        predict_det.main(["best.pt", str(tmp_path)])

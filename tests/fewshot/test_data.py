@@ -17,7 +17,7 @@ from tasks.fewshot.data import (
     rotated_index,
     scan_class_folders,
 )
-from tasks.fewshot.transforms import build_transform
+from tasks.fewshot.transforms import FewShotAugmentConfig, build_transform
 
 
 def test_nested_tree_classes_groups_and_ids(nested_tree):
@@ -87,6 +87,18 @@ def test_16bit_is_read_and_corrupt_file_is_named(tmp_path):
     (tmp_path / "broken.png").write_bytes(b"not an image")
     with pytest.raises(FewShotDataError, match="cannot read image .*broken.png"):
         check_image_headers([tmp_path / "broken.png"])
+
+
+def test_augmentation_jitters_base_images_and_is_off_by_default(nested_tree):
+    index = scan_class_folders(nested_tree)
+    plain = load_all(dataset_from_index(index, build_transform(32, 1), 1))
+    assert torch.equal(
+        plain, load_all(dataset_from_index(index, build_transform(32, 1, FewShotAugmentConfig()), 1))
+    )
+    jitter = FewShotAugmentConfig(rotate=10, translate=0.1, scale=0.1, hflip=0.5)
+    torch.manual_seed(0)
+    augmented = load_all(dataset_from_index(index, build_transform(32, 1, jitter), 1, cache=True))
+    assert augmented.shape == plain.shape and not torch.allclose(augmented, plain, atol=0.05)
 
 
 def test_cache_returns_the_same_tensors(nested_tree):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tasks.segmentation.config import SegmentationAugConfig, SegmentationDataConfig
+from tasks.segmentation.config import SegmentationDataConfig
 from tasks.segmentation.data import (
     SegmentationDataset,
     discover_records,
@@ -18,7 +18,12 @@ from tasks.segmentation.data import (
 )
 from tasks.segmentation.image_io import read_image_and_max
 from tasks.segmentation.manifest import DatasetSpec, load_manifest, write_manifest
-from tasks.segmentation.transforms import IGNORE_INDEX, build_train_transform, normalize
+from tasks.segmentation.transforms import (
+    IGNORE_INDEX,
+    SegmentationAugmentConfig,
+    build_train_transform,
+    normalize,
+)
 
 
 def read_image(path, in_chans):
@@ -163,7 +168,7 @@ def test_joint_augmentation_keeps_image_and_mask_aligned():
     mask = np.zeros((40, 50), np.uint8)
     image[5:15, 10:30] = 1.0
     mask[5:15, 10:30] = 1
-    aug = SegmentationAugConfig(
+    aug = SegmentationAugmentConfig(
         crop_size=[64, 64],
         hflip=1.0,
         vflip=1.0,
