@@ -45,4 +45,3 @@ def test_predictions_match_the_runs_evaluation(image_folder, tmp_path, tiny, cap
 
     assert predict_cls.main([str(run / "checkpoints" / "last.pt"), str(tmp_path / "nowhere")]) == 2
     assert "image folder" in capsys.readouterr().err
-
