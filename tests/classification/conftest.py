@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 COLORS = {"ants": (200, 40, 40), "bees": (40, 40, 200), "wasps": (40, 200, 40)}
@@ -29,15 +28,6 @@ def write_image_folder(
 @pytest.fixture
 def image_folder(tmp_path):
     return write_image_folder(tmp_path / "images")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny images: one OpenMP thread avoids sync overhead on a busy 2-core runner."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def tiny_overrides(root: Path, out: Path, *extra: str) -> list[str]:
@@ -70,17 +60,3 @@ def tiny():
 def make_folder():
     """The `write_image_folder` helper; session-scoped so that module-scoped fixtures can use it."""
     return write_image_folder
-
-
-@pytest.fixture(autouse=True)
-def _restore_determinism_flags():
-    """train.deterministic=true flips process-wide switches; keep them from leaking into other tests."""
-    flags = (
-        torch.are_deterministic_algorithms_enabled(),
-        torch.is_deterministic_algorithms_warn_only_enabled(),
-        torch.backends.cudnn.deterministic,
-        torch.backends.cudnn.benchmark,
-    )
-    yield
-    torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags[2], flags[3]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 from pathlib import Path
 
@@ -116,6 +116,16 @@ def _tiny_overrides(run: Path, *extra: str) -> list[str]:
 
 
 @pytest.fixture(scope="session")
+def tiny_det_argv():
+    """``argv(root, run, *overrides)``: tools/train_det.py's arguments for the tiny CPU config on ``root``."""
+
+    def argv(root: Path, run: Path, *overrides: str) -> list[str]:
+        return [str(CPU_CONFIG), *_tiny_overrides(run, f"data.root={root}", *overrides)]
+
+    return argv
+
+
+@pytest.fixture(scope="session")
 def tiny_det_config():
     """``make(run_dir, *overrides) -> DetectionConfig``: the CPU config shrunk to a seconds-long run."""
     from tasks.detection.config import DetectionConfig
@@ -130,9 +140,7 @@ def tiny_det_config():
 @pytest.fixture(scope="session")
 def train_det_main():
     """``main(run_dir, *overrides) -> exit code`` of tools/train_det.py on the tiny CPU config."""
-    spec = importlib.util.spec_from_file_location("train_det_tool", ROOT / "tools" / "train_det.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = importlib.import_module("tools.train_det")  # the repo root is on pytest's pythonpath
 
     def main(run: Path, *overrides: str) -> int:
         return module.main([str(CPU_CONFIG), *_tiny_overrides(run, *overrides)])

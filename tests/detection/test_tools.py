@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import math
 from pathlib import Path
@@ -13,45 +13,21 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 
-from tasks.detection.config import DetectionConfig
 from tasks.detection.task import DetectionTask
-from tasks.engine.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIG = ROOT / "configs" / "detection" / "faster_rcnn_r18_fpn_cpu.yaml"
 
 
 def tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_tool", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"tools.{name}")  # the repo root is on pytest's pythonpath
 
 
-def tiny(root: Path, run: Path, *extra: str) -> list[str]:
-    """Overrides that make the CPU config run in seconds on 64-128 px images."""
-    return [
-        str(CONFIG),
-        f"data.root={root}",
-        f"output_dir={run}",
-        "train.epochs=1",
-        "train.batch_size=2",
-        "train.max_steps_per_epoch=2",
-        "train.warmup_epochs=0",
-        "train.tensorboard=false",
-        "train.amp=off",  # exact comparisons are fp32 (amp=auto is bf16 on CPUs with native bf16)
-        "model.min_size=[64]",
-        "model.max_size=96",
-        "model.fpn_channels=32",
-        "model.rpn_pre_nms_top_n_test=100",
-        "model.rpn_post_nms_top_n_test=50",
-        "model.rpn_post_nms_top_n_train=100",
-        "model.box_batch_size_per_image=64",
-        "data.val_fraction=0.3",
-        "data.num_vis_images=2",
-        "data.vis_score_thresh=0.0",
-        *extra,
-    ]
+@pytest.fixture
+def tiny(tiny_det_argv):
+    """The tiny run of conftest, drawing two validation images whatever their scores."""
+    return lambda root, run, *extra: tiny_det_argv(
+        root, run, "data.num_vis_images=2", "data.vis_score_thresh=0.0", *extra
+    )
 
 
 @pytest.fixture
@@ -64,7 +40,7 @@ def mixed_root(coco_root):
 
 
 @pytest.mark.slow
-def test_train_eval_resume_predict(mixed_root, tmp_path, capsys):
+def test_train_eval_resume_predict(mixed_root, tmp_path, tiny, capsys):
     run = tmp_path / "run"
     train_det = tool("train_det")
     assert train_det.main(tiny(mixed_root, run)) == 0
@@ -120,7 +96,7 @@ def test_train_eval_resume_predict(mixed_root, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_bad_data_fails_before_training(coco_root, tmp_path, capsys):
+def test_bad_data_fails_before_training(coco_root, tmp_path, tiny, capsys):
     (coco_root / "images" / "img_3.png").unlink()
     run = tmp_path / "run"
     assert tool("train_det").main(tiny(coco_root, run)) == 2
@@ -128,28 +104,26 @@ def test_bad_data_fails_before_training(coco_root, tmp_path, capsys):
     assert not (run / "checkpoints").exists()
 
 
-def test_malformed_json_fails_clearly(coco_root, tmp_path, capsys):
+def test_malformed_json_fails_clearly(coco_root, tmp_path, tiny, capsys):
     (coco_root / "annotations.json").write_text('{"images": [')
     assert tool("train_det").main(tiny(coco_root, tmp_path / "run")) == 2
     assert "not valid JSON" in capsys.readouterr().err
 
 
-def test_drop_policy_trains_on_the_rest(coco_root, tmp_path):
+def test_drop_policy_trains_on_the_rest(coco_root, tmp_path, tiny_det_config):
     data = json.loads((coco_root / "annotations.json").read_text())
     data["annotations"][0]["bbox"] = [float("nan"), 1, 2, 3]
     data["annotations"][1]["category_id"] = 99
     (coco_root / "annotations.json").write_text(json.dumps(data))
-    cfg = load_config(
-        CONFIG, tiny(coco_root, tmp_path / "run", "data.check_policy=drop")[1:], DetectionConfig
-    )
+    cfg = tiny_det_config(tmp_path / "run", f"data.root={coco_root}", "data.check_policy=drop")
     train_set, val_set = DetectionTask(cfg).build_datasets()
     n_boxes = sum(len(train_set[i][1]["boxes"]) for i in range(len(train_set)))
     n_boxes += sum(len(val_set[i][1]["boxes"]) for i in range(len(val_set)))
     assert n_boxes == len(data["annotations"]) - 2
 
 
-def test_evaluate_keeps_batchnorm_statistics_and_rng(coco_root, tmp_path):
-    cfg = load_config(CONFIG, tiny(coco_root, tmp_path / "run")[1:], DetectionConfig)
+def test_evaluate_keeps_batchnorm_statistics_and_rng(coco_root, tmp_path, tiny_det_config):
+    cfg = tiny_det_config(tmp_path / "run", f"data.root={coco_root}")
     task = DetectionTask(cfg)
     model = task.build_model()
     _, val_set = task.build_datasets()
@@ -187,7 +161,7 @@ def test_check_dataset_tool(coco_root, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes(coco_root, tmp_path):
+def test_torchrun_two_processes(coco_root, tmp_path, tiny):
     """train_det under torchrun (gloo on CPU): grouped batches split over 2 ranks, rank 0 writes and
     evaluates, every rank gets the metrics (the run would hang or fail otherwise)."""
     import os

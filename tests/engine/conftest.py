@@ -111,29 +111,6 @@ def toy_task_cls():
     return ToyTask
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The toy model's ops are microseconds long: a second OpenMP thread only adds sync overhead."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(autouse=True)
-def _restore_determinism_flags():
-    """train.deterministic=true flips process-wide switches; keep them from leaking into other tests."""
-    flags = (
-        torch.are_deterministic_algorithms_enabled(),
-        torch.is_deterministic_algorithms_warn_only_enabled(),
-        torch.backends.cudnn.deterministic,
-        torch.backends.cudnn.benchmark,
-    )
-    yield
-    torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags[2], flags[3]
-
-
 @pytest.fixture
 def toy_config_cls():
     return ToyConfig

@@ -53,17 +53,27 @@ def make_tree():
     return make_class_tree
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: these tests run tiny ops, which with 2 threads on a loaded 2-core CI box spend
-    most of their time waiting for the second thread (measured 17x slower); restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="session")
 def shared_tree(tmp_path_factory) -> Path:
     """A session-wide nested tree (2 groups x 4 classes x 6 images) for the slower tool tests; read-only."""
     return make_class_tree(tmp_path_factory.mktemp("fewshot_shared") / "data")
+
+
+@pytest.fixture(scope="session")
+def tiny() -> list[str]:
+    """Overrides that make a few-shot config train in seconds on the tiny trees (fp32, no plots)."""
+    return [
+        "train.epochs=1",
+        "train.max_steps_per_epoch=2",
+        "train.batch_size=8",
+        "train.num_workers=0",
+        "train.tensorboard=false",
+        "train.amp=off",  # exact comparisons are fp32 (amp=auto is bf16 on CPUs with native bf16)
+        "train.plots=false",
+        "device=cpu",
+        "data.split_fractions=[0.5,0.25,0.25]",
+        "data.val_n_way=2",
+        "data.val_k_shot=1",
+        "data.val_q_query=2",
+        "data.val_episodes=4",
+    ]

@@ -18,21 +18,6 @@ from tasks.fewshot.task import FewShotTask
 from tools import train_fewshot
 
 CONFIG = "configs/fewshot/omniglot_baseline.yaml"
-TINY = [
-    "train.epochs=1",
-    "train.max_steps_per_epoch=2",
-    "train.batch_size=8",
-    "train.num_workers=0",
-    "train.tensorboard=false",
-    "train.amp=off",  # exact comparisons are fp32 (amp=auto is bf16 on CPUs with native bf16)
-    "train.plots=false",
-    "device=cpu",
-    "data.split_fractions=[0.5,0.25,0.25]",
-    "data.val_n_way=2",
-    "data.val_k_shot=1",
-    "data.val_q_query=2",
-    "data.val_episodes=4",
-]
 
 
 def task_for(root: Path, out: Path | None = None, **data) -> FewShotTask:
@@ -76,10 +61,10 @@ def test_requested_part_rounded_to_nothing_is_an_error(tmp_path, make_tree):
     assert task.split_data.split["novel"] == []
 
 
-def test_tool_stops_on_a_one_class_base_part_before_the_run_folder(tmp_path, make_tree, capsys):
+def test_tool_stops_on_a_one_class_base_part_before_the_run_folder(tmp_path, make_tree, tiny, capsys):
     root = make_tree(tmp_path / "two", groups=0, classes=2, images=3)
     out = tmp_path / "run"
-    assert train_fewshot.main([CONFIG, f"data.root={root}", *TINY[:7], "--output-dir", str(out)]) == 2
+    assert train_fewshot.main([CONFIG, f"data.root={root}", *tiny, "--output-dir", str(out)]) == 2
     assert "split part 'base' has 1 class(es)" in capsys.readouterr().err
     assert not out.exists()
 
@@ -134,20 +119,20 @@ def test_eval_dataset_opens_no_base_image(nested_tree):
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, shared_tree):
+def trained_run(tmp_path_factory, shared_tree, tiny):
     run = tmp_path_factory.mktemp("fewshot_task") / "run"
-    assert train_fewshot.main([CONFIG, f"data.root={shared_tree}", *TINY, "--output-dir", str(run)]) == 0
+    assert train_fewshot.main([CONFIG, f"data.root={shared_tree}", *tiny, "--output-dir", str(run)]) == 0
     return shared_tree, run
 
 
-def test_resume_with_another_split_seed_continues_on_the_checkpoint_split(trained_run, tmp_path):
+def test_resume_with_another_split_seed_continues_on_the_checkpoint_split(trained_run, tmp_path, tiny):
     data, run = trained_run
     original = json.loads((run / "split.json").read_text())
     other = split_classes(scan_class_folders(data), [0.5, 0.25, 0.25], seed=1)
     assert other["base"] != original["base"]  # what the config alone would train on
     resumed = tmp_path / "resumed"
     shutil.copytree(run, resumed)
-    args = [CONFIG, f"data.root={data}", *TINY, "data.split_seed=1", "train.epochs=2"]
+    args = [CONFIG, f"data.root={data}", *tiny, "data.split_seed=1", "train.epochs=2"]
     assert train_fewshot.main([*args, "--output-dir", str(resumed), "--resume"]) == 0
     saved = json.loads((resumed / "split.json").read_text())
     assert {k: saved[k] for k in ("base", "val", "novel")} == {
@@ -157,7 +142,7 @@ def test_resume_with_another_split_seed_continues_on_the_checkpoint_split(traine
     assert last["epoch"] == 2 and last["task_meta"]["base_classes"] == original["base"]
 
 
-def test_eval_only_runs_with_a_corrupt_base_image(trained_run, tmp_path):
+def test_eval_only_runs_with_a_corrupt_base_image(trained_run, tmp_path, tiny):
     data, run = trained_run
     broken = tmp_path / "data"
     shutil.copytree(data, broken)
@@ -168,7 +153,7 @@ def test_eval_only_runs_with_a_corrupt_base_image(trained_run, tmp_path):
     args = [
         CONFIG,
         f"data.root={broken}",
-        *TINY,
+        *tiny,
         "--output-dir",
         str(out),
         "--eval-only",
@@ -208,10 +193,10 @@ def test_eval_only_runs_with_a_corrupt_base_image(trained_run, tmp_path):
     ],
 )
 def test_bad_values_name_the_key_before_the_run_folder_exists(
-    overrides, message, shared_tree, tmp_path, capsys
+    overrides, message, shared_tree, tmp_path, tiny, capsys
 ):
     out = tmp_path / "run"
-    args = [CONFIG, f"data.root={shared_tree}", *TINY, *overrides, "--output-dir", str(out)]
+    args = [CONFIG, f"data.root={shared_tree}", *tiny, *overrides, "--output-dir", str(out)]
     assert train_fewshot.main(args) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()

@@ -18,28 +18,13 @@ def _tool(name: str):
     return importlib.import_module(f"tools.{name}")  # the repo root is on pytest's pythonpath
 
 
-TINY = [
-    "train.epochs=1",
-    "train.max_steps_per_epoch=2",
-    "train.batch_size=8",
-    "train.num_workers=0",
-    "train.tensorboard=false",
-    "train.amp=off",  # exact comparisons are fp32 (amp=auto is bf16 on CPUs with native bf16)
-    "data.split_fractions=[0.5,0.25,0.25]",
-    "data.val_n_way=2",
-    "data.val_k_shot=1",
-    "data.val_q_query=2",
-    "data.val_episodes=4",
-]
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, shared_tree):
+def trained(tmp_path_factory, shared_tree, tiny):
     """One tiny Baseline++ base training run (rotations on) shared by the tests below."""
     data = shared_tree
     out = tmp_path_factory.mktemp("fewshot_tools") / "run"
     code = _tool("train_fewshot").main(
-        ["configs/fewshot/omniglot_baseline_pp.yaml", f"data.root={data}", *TINY, "--output-dir", str(out)]
+        ["configs/fewshot/omniglot_baseline_pp.yaml", f"data.root={data}", *tiny, "--output-dir", str(out)]
     )
     assert code == 0
     return data, out
@@ -56,12 +41,12 @@ def test_train_writes_run_folder_and_split(trained):
     assert summary["best_metric"] == "val_acc" and 0.0 <= summary["best_value"] <= 1.0
 
 
-def test_protonet_episodic_training(tmp_path, shared_tree):
+def test_protonet_episodic_training(tmp_path, shared_tree, tiny):
     out = tmp_path / "proto"
     args = [
         "configs/fewshot/omniglot_protonet.yaml",
         f"data.root={shared_tree}",
-        *TINY,
+        *tiny,
         "data.n_way=3",
         "data.k_shot=1",
         "data.q_query=2",
