@@ -16,7 +16,16 @@ import torch._inductor.config as inductor_config
 import torchvision
 
 from backbones import create_backbone, prepare_for_inference
-from benchmarks.report import area_parser, row, show, speed_row
+from benchmarks.peak import TRAIN_FLOPS_FACTOR, forward_flops
+from benchmarks.report import (
+    area_parser,
+    bf16_target,
+    measure_bf16,
+    row,
+    show,
+    speed_row,
+    untimed_bf16_row,
+)
 from benchmarks.timing import time_rounds
 
 
@@ -70,17 +79,21 @@ def bench_arch(arch: str, batch: int, size: int, repeats: int) -> list[dict]:
     def versus_anchor(function, warmup: int = 1):
         return time_rounds({"ours": function, "anchor": lambda: anchor(images)}, repeats, warmup)
 
+    flops = forward_flops(ours, images[:1])  # per image
     rows = []
     with torch.inference_mode():
         timing = versus_anchor(lambda: ours(images))
-        rows.append(speed_row(f"{arch} inference fp32 default", batch, timing, ">= 0.98"))
+        rows.append(
+            speed_row(f"{arch} inference fp32 default", batch, timing, ">= 0.98", flops_per_item=flops)
+        )
         fast = prepare_for_inference(ours)
         timing = versus_anchor(lambda: fast(images_cl))
-        rows.append(speed_row(f"{arch} inference fused BN + channels-last", batch, timing, "(info)"))
+        name = f"{arch} inference fused BN + channels-last"
+        rows.append(speed_row(name, batch, timing, "(info)", flops_per_item=flops))
         compiled = prepare_for_inference(ours, compile=True)
         timing = versus_anchor(lambda: compiled(images_cl), warmup=2)
         name = f"{arch} inference fast path (fused BN + channels-last + torch.compile freezing)"
-        rows.append(speed_row(name, batch, timing, ">= 1.4"))
+        rows.append(speed_row(name, batch, timing, ">= 1.4", flops_per_item=flops))
         # The same compilation is open to torchvision users: this row shows how much of the gain it is.
         anchor_compiled = prepare_for_inference(anchor, compile=True)
         timing = versus_anchor(lambda: anchor_compiled(images_cl), warmup=2)
@@ -92,7 +105,12 @@ def bench_arch(arch: str, batch: int, size: int, repeats: int) -> list[dict]:
                 return fast(images_cl)
 
         name = f"{arch} inference bf16 autocast (fused BN + channels-last)"
-        rows.append(speed_row(name, batch, versus_anchor(bf16), ">= 2.0"))
+        if measure_bf16():
+            timing = versus_anchor(bf16)
+            target = bf16_target(">= 2.0")
+            rows.append(speed_row(name, batch, timing, target, flops_per_item=flops, dtype=torch.bfloat16))
+        else:
+            rows.append(untimed_bf16_row(name, "img/s"))
 
     ours.train()
     anchor.train()
@@ -100,7 +118,9 @@ def bench_arch(arch: str, batch: int, size: int, repeats: int) -> list[dict]:
         "ours": training_step(ours, images, ours.num_features),
         "anchor": training_step(anchor, images, ours.num_features),
     }
-    rows.append(speed_row(f"{arch} training step", batch, time_rounds(steps, repeats), ">= 0.98"))
+    timing = time_rounds(steps, repeats)
+    train_flops = TRAIN_FLOPS_FACTOR * flops
+    rows.append(speed_row(f"{arch} training step", batch, timing, ">= 0.98", flops_per_item=train_flops))
 
     frozen = create_backbone(arch, out_indices=(4,), frozen_stages=3)
     frozen.load_state_dict(anchor.state_dict())  # loaded weights: freezing them is legitimate

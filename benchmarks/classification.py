@@ -26,7 +26,8 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from benchmarks.report import area_parser, row, show
+from benchmarks.peak import TRAIN_FLOPS_FACTOR, forward_flops, utilisation
+from benchmarks.report import area_parser, bf16_target, measure_bf16, row, show
 from tasks.classification.config import ClassificationConfig
 from tasks.classification.data import ImageListDataset, scan_image_folder
 from tasks.classification.task import ClassificationTask
@@ -133,6 +134,13 @@ def loader_images_per_s(num_images: int = 96, image_size: int = 224, num_workers
         return count / (time.perf_counter() - start)
 
 
+def resnet50_flops(image_size: int, num_classes: int) -> int:
+    """Forward FLOPs of one image through the classifier the rows train (torchvision's resnet50)."""
+    return forward_flops(
+        torchvision.models.resnet50(num_classes=num_classes), torch.zeros(1, 3, image_size, image_size)
+    )
+
+
 def run(quick: bool = False) -> list[dict]:
     """The classification rows: engine default vs fp32 loop, forced bf16 (full runs), data loader."""
     batch_size, image_size, num_classes = 16, 224, 1000
@@ -141,8 +149,11 @@ def run(quick: bool = False) -> list[dict]:
     anchor = anchor_images_per_s(data, batch_size, warmup, num_classes)
     ours, amp = engine_images_per_s(data, batch_size, warmup, num_classes)
     name = f"resnet50 train b16 224px: engine default (channels_last, amp={amp}) vs fp32 loop"
-    rows = [row(name, ours, anchor, "images/s", ours / anchor, 2.0)]
-    if not quick and not cpu_has_native_bf16():
+    dtype = torch.bfloat16 if amp == "torch.bfloat16" else torch.float32
+    util = utilisation(ours, TRAIN_FLOPS_FACTOR * resnet50_flops(image_size, num_classes), dtype)
+    target = bf16_target(2.0, fp32_target=1.0)
+    rows = [row(name, ours, anchor, "images/s", ours / anchor, target, util=util)]
+    if not quick and not cpu_has_native_bf16() and measure_bf16():
         bf16, _ = engine_images_per_s(data, batch_size, warmup, num_classes, amp="bf16")
         name = "resnet50 train b16 224px: engine amp=bf16 forced (no native bf16 on this CPU)"
         rows.append(row(name, bf16, anchor, "images/s", bf16 / anchor, None))

@@ -23,8 +23,9 @@ from tasks.deploy.quantize import quantize_dynamic_head, quantize_static, top1_a
 
 def _ours_from_torchvision(anchor: torch.nn.Module) -> torch.nn.Module:
     from tasks.classification import ClassificationModelConfig, build_classifier
+    from tasks.common.backbone import BackboneConfig
 
-    ours = build_classifier(ClassificationModelConfig(arch="resnet50"), 1000)
+    ours = build_classifier(ClassificationModelConfig(backbone=BackboneConfig(arch="resnet50")), 1000)
     state = {
         (f"head.{k}" if k.startswith("fc.") else f"backbone.{k}"): v for k, v in anchor.state_dict().items()
     }

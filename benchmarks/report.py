@@ -6,8 +6,27 @@ import argparse
 import math
 from dataclasses import dataclass, field
 
+import torch
+
 from benchmarks.machine import describe_machine
+from benchmarks.peak import GEMM_SIZE, peak_line, utilisation
 from benchmarks.timing import RoundTimes
+from tasks.engine.runtime import cpu_has_native_bf16
+
+NO_NATIVE_BF16 = "n/a (no native bf16)"
+# Time bf16 rows on a CPU without native bf16 too (--emulated-bf16). Off by default: oneDNN then emulates
+# bf16, 3x slower than fp32 with AVX-512 and far slower with AVX2 only, which measures the emulation.
+EMULATED_BF16 = {"time": False}
+
+
+def measure_bf16() -> bool:
+    """Whether the bf16 rows are timed: on a native-bf16 CPU, or when --emulated-bf16 asks for it."""
+    return cpu_has_native_bf16() or EMULATED_BF16["time"]
+
+
+def untimed_bf16_row(name: str, unit: str) -> dict:
+    """The row of a bf16 path that is not timed on this CPU (see `measure_bf16`)."""
+    return row(name, "-", "-", unit, NO_NATIVE_BF16, NO_NATIVE_BF16)
 
 
 @dataclass
@@ -42,21 +61,28 @@ def speed_row(
     unit: str = "img/s",
     ours: str = "ours",
     anchor: str = "anchor",
+    flops_per_item: float | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> dict:
     """A row in items per second from a ``time_rounds`` result, with the paired per-round ratio.
 
     Args:
         items: images (or steps) processed by one call.
         ours, anchor: the names of the two timed callables.
+        flops_per_item: the model FLOPs of one item: adds ours' utilisation of the ``dtype`` GEMM peak.
     """
-    return row(
-        name,
-        items / times.median(ours),
-        items / times.median(anchor),
-        unit,
-        times.ratio(ours, anchor),
-        target,
-    )
+    rate = items / times.median(ours)
+    extra = {"util": utilisation(rate, flops_per_item, dtype)} if flops_per_item else {}
+    return row(name, rate, items / times.median(anchor), unit, times.ratio(ours, anchor), target, **extra)
+
+
+def bf16_target(target, fp32_target=None):
+    """The target of a row that needs native bf16 (AMX or AVX512-BF16): kept on such CPUs; elsewhere
+    ``n/a (no native bf16)``, since oneDNN emulates bf16 there and it is slower than fp32 by design, plus
+    the fp32 target that the row must still meet when its default path falls back to fp32."""
+    if cpu_has_native_bf16():
+        return target
+    return NO_NATIVE_BF16 + (f"; fp32 {_target(fp32_target)}" if fp32_target is not None else "")
 
 
 def _number(value) -> str:
@@ -75,20 +101,21 @@ def _target(value) -> str:
 
 
 def format_table(results: list[SuiteResult]) -> str:
-    """One Markdown table over all areas: suite, benchmark, ours, anchor, unit, ratio, target."""
+    """One Markdown table over all areas: suite, benchmark, ours, anchor, unit, ratio, util., target."""
     lines = [
-        "| suite | benchmark | ours | anchor | unit | ratio | target |",
-        "|---|---|---:|---:|---|---:|---|",
+        "| suite | benchmark | ours | anchor | unit | ratio | util. | target |",
+        "|---|---|---:|---:|---|---:|---:|---|",
     ]
     for result in results:
         if result.error:
-            lines.append(f"| {result.name} | FAILED: {result.error} | | | | | |")
+            lines.append(f"| {result.name} | FAILED: {result.error} | | | | | | |")
         for r in result.rows:
             ratio = r.get("ratio")
             ratio_text = f"{_number(ratio)}x" if isinstance(ratio, (int, float)) else str(ratio)
+            util = f"{100 * r['util']:.0f}%" if "util" in r else "-"
             lines.append(
                 f"| {result.name} | {r.get('name', '?')} | {_number(r.get('ours'))} | "
-                f"{_number(r.get('anchor'))} | {r.get('unit', '')} | {ratio_text} | "
+                f"{_number(r.get('anchor'))} | {r.get('unit', '')} | {ratio_text} | {util} | "
                 f"{_target(r.get('target'))} |"
             )
     return "\n".join(lines)
@@ -112,13 +139,16 @@ def render_markdown(results: list[SuiteResult], machine: str, command: str, date
             "```",
             "",
             "Each row runs ours and the anchor side by side in one process (alternating calls, medians);",
-            "ratio > 1 means ours is better. Details of each row: the docstring of benchmarks/<area>.py.",
+            "ratio > 1 means ours is better; util. is ours' model FLOP/s as a share of this machine's",
+            "measured matmul peak in the row's dtype (benchmarks/peak.py; peaks in the machine line).",
+            "Details of each row: the docstring of benchmarks/<area>.py.",
             "Why some targets are unmet on this machine, and each area's own runs:",
             "[benchmark_notes.md](benchmark_notes.md).",
             "",
             f"- command: `{command}`",
             f"- date: {date}",
             f"- machine: {machine}",
+            f"- matmul peak ({GEMM_SIZE}x{GEMM_SIZE}, same threads): {peak_line()}",
             f"- wall time: {total:.0f} s ({times})",
             "",
             format_table(results),
@@ -130,6 +160,7 @@ def render_markdown(results: list[SuiteResult], machine: str, command: str, date
 def show(area: str, rows: list[dict], note: str = "") -> None:
     """Print the machine line (and ``note``) and one area's table (``python -m benchmarks.<area>``)."""
     print(describe_machine() + (f" | {note}" if note else ""))
+    print(f"matmul peak: {peak_line()}")
     print(format_table([SuiteResult(area, rows)]))
 
 
@@ -141,4 +172,22 @@ def area_parser(area: str, doc: str | None, quick_help: str) -> argparse.Argumen
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--quick", action="store_true", help=quick_help)
+    add_emulated_bf16_flag(parser)
     return parser
+
+
+def add_emulated_bf16_flag(parser: argparse.ArgumentParser) -> None:
+    """``--emulated-bf16``: time the bf16 rows even without native bf16 (sets `EMULATED_BF16`)."""
+
+    class Flag(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            EMULATED_BF16["time"] = True
+            setattr(namespace, self.dest, True)
+
+    parser.add_argument(
+        "--emulated-bf16",
+        action=Flag,
+        nargs=0,
+        default=False,
+        help="time the bf16 rows on a CPU without native bf16 too (they measure oneDNN's emulation)",
+    )

@@ -23,7 +23,8 @@ import time
 import torch
 
 from backbones import create_backbone
-from benchmarks.report import area_parser, show, speed_row
+from benchmarks.peak import TRAIN_FLOPS_FACTOR, forward_flops
+from benchmarks.report import area_parser, bf16_target, measure_bf16, show, speed_row, untimed_bf16_row
 from benchmarks.timing import time_rounds
 from tasks.segmentation.model import UNet
 from tasks.segmentation.smp_parts import smp_unet
@@ -92,19 +93,33 @@ def run(quick: bool = False, clock: str = "wall") -> list[dict]:
         ("train step ours bf16+channels_last vs smp fp32", True, True, True, 2.0),
         ("inference ours bf16+channels_last vs smp fp32", False, True, True, 2.0),
     ]
+    flops_per_image = forward_flops(_models()[0], x[:1])
     for name, train, bf16, channels_last, target_ratio in settings:
+        if bf16 and not measure_bf16():
+            rows.append(untimed_bf16_row(f"{name} {shape}", "images/s"))
+            continue
         ours, anchor = _models()
         steps = {
             "ours": _step_fn(ours, x, target, train, bf16, channels_last),
             "anchor": _step_fn(anchor, x, target, train, False, False),
         }
         timing = time_rounds(steps, rounds, clock=timer)
-        rows.append(speed_row(f"{name} {shape}", batch, timing, target_ratio, unit="images/s"))
+        target_text = bf16_target(target_ratio) if bf16 else target_ratio
+        flops = flops_per_image * (TRAIN_FLOPS_FACTOR if train else 1)
+        dtype = torch.bfloat16 if bf16 else torch.float32
+        rows.append(
+            speed_row(
+                f"{name} {shape}", batch, timing, target_text, "images/s", flops_per_item=flops, dtype=dtype
+            )
+        )
     # No targets below. What autocast does for smp itself on this machine, and smp against a second copy of
     # itself: the control's distance from 1.00x is the noise within which ours and smp are not told apart.
-    timing = _smp_against_smp(x, target, False, True, rounds, timer)
     name = f"inference smp bf16+channels_last vs smp fp32 {shape}"
-    rows.append(speed_row(name, batch, timing, None, unit="images/s"))
+    if measure_bf16():
+        timing = _smp_against_smp(x, target, False, True, rounds, timer)
+        rows.append(speed_row(name, batch, timing, None, unit="images/s"))
+    else:
+        rows.append(untimed_bf16_row(name, "images/s"))
     for kind, train in (("train step", True), ("inference", False)):
         timing = _smp_against_smp(x, target, train, False, rounds, timer)
         name = f"control: {kind} fp32, smp vs a second copy of itself {shape}"

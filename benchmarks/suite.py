@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.machine import describe_machine
-from benchmarks.report import SuiteResult, format_table, render_markdown
+from benchmarks.report import SuiteResult, add_emulated_bf16_flag, format_table, render_markdown
 
 # Suite name (the table's first column) -> module of this package.
 AREAS = {
@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("overrides", nargs="*", help="data.* overrides for --cls-checkpoint's saved config")
     parser.add_argument("--quick", action="store_true", help="small sizes and few repeats")
+    add_emulated_bf16_flag(parser)
     parser.add_argument("--only", nargs="+", choices=list(AREAS), help="run only these areas")
     parser.add_argument("--cls-checkpoint", help="trained classifier: adds INT8 top-1 agreement rows")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")

@@ -1,7 +1,10 @@
-"""COCO bbox evaluation through pycocotools, with the ground truth indexed once.
+"""COCO bbox evaluation, with the ground truth indexed once.
 
 `CocoEvaluator` is built once per validation set (the COCO index is created here, not every epoch) and
-scores lists of detections in the COCO results format.
+scores lists of detections in the COCO results format. pycocotools' COCOeval is the reference: the tests
+compare every number with it. faster-coco-eval (a maintained package: pycocotools' algorithm with its
+per-image matching and accumulation in C++) gives the same numbers several times faster and is used
+whenever it is installed (it is a dependency); pycocotools is the fallback.
 """
 
 from __future__ import annotations
@@ -18,21 +21,54 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+try:
+    from faster_coco_eval import COCO as FasterCOCO
+    from faster_coco_eval import COCOeval_faster
+except ImportError:  # an environment without it: pycocotools gives the same numbers, slower
+    FasterCOCO = COCOeval_faster = None
+
 from backbones.errors import UserError
 
 from .data import CategoryMap
 
 # Order of COCOeval.stats for iouType="bbox".
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+BACKENDS = ("auto", "faster-coco-eval", "pycocotools")
+
+
+def resolve_backend(backend: str = "auto") -> str:
+    """The COCO evaluation library to use: ``auto`` is faster-coco-eval when installed, else pycocotools."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        return "faster-coco-eval" if COCOeval_faster is not None else "pycocotools"
+    if backend == "faster-coco-eval" and COCOeval_faster is None:
+        raise ImportError("faster-coco-eval is not installed: pip install faster-coco-eval")
+    return backend
+
+
+# faster-coco-eval averages in C++: a mean over classes or IoU thresholds can differ from numpy's in its
+# last bit (1e-16). Agreement to 1e-12 is identical for every reported digit.
+SAME_NUMBERS_ATOL = 1e-12
+
+
+def same_coco_numbers(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Whether two lists of COCO numbers agree to `SAME_NUMBERS_ATOL` (the same to the last printed digit)."""
+    return bool(np.allclose(a, b, rtol=0, atol=SAME_NUMBERS_ATOL))
+
+
+def library(backend: str) -> tuple[type, type]:
+    """The (COCO, COCOeval) classes of a resolved backend."""
+    return (COCO, COCOeval) if backend == "pycocotools" else (FasterCOCO, COCOeval_faster)
 
 
 class ResultsError(UserError):
     """Detections that cannot be scored against the ground truth (unknown image/category, bad box)."""
 
 
-def coco_from_dict(data: dict) -> COCO:
+def coco_from_dict(data: dict, backend: str = "pycocotools") -> COCO:
     """Index a COCO dictionary in memory (pycocotools only offers loading from a file)."""
-    gt = COCO()
+    gt = library(backend)[0]()
     gt.dataset = {k: data[k] for k in ("images", "annotations", "categories")}
     gt.dataset.setdefault("info", {})
     for ann in gt.dataset["annotations"]:
@@ -103,14 +139,16 @@ def validate_results(results: object, gt: COCO, source: str = "results") -> list
 
 
 class CocoEvaluator:
-    """Scores detections with pycocotools' COCOeval (bbox).
+    """Scores detections with COCOeval (bbox): faster-coco-eval's, or pycocotools' (the same numbers).
 
     Args:
         gt: ground-truth COCO dictionary (already checked); indexed once here.
+        backend: ``auto`` (faster-coco-eval when installed), ``faster-coco-eval`` or ``pycocotools``.
     """
 
-    def __init__(self, gt: dict):
-        self.coco_gt = coco_from_dict(gt)
+    def __init__(self, gt: dict, backend: str = "auto"):
+        self.backend = resolve_backend(backend)
+        self.coco_gt = coco_from_dict(gt, self.backend)
         self.cat_names = {c["id"]: c["name"] for c in gt["categories"]}
 
     def _no_detections(self) -> COCO:
@@ -119,7 +157,7 @@ class CocoEvaluator:
         pycocotools' loadRes cannot load an empty list; scoring an empty set the usual way keeps its
         conventions: AP 0 where there is ground truth, -1 for area ranges and classes without any.
         """
-        coco_dt = COCO()
+        coco_dt = library(self.backend)[0]()
         coco_dt.dataset = {
             "images": list(self.coco_gt.dataset["images"]),
             "categories": list(self.coco_gt.dataset["categories"]),
@@ -140,7 +178,7 @@ class CocoEvaluator:
         with contextlib.redirect_stdout(io.StringIO()):
             # loadRes adds keys to the entries: work on copies.
             coco_dt = self.coco_gt.loadRes([dict(r) for r in results]) if results else self._no_detections()
-            coco_eval = COCOeval(self.coco_gt, coco_dt, iouType="bbox")
+            coco_eval = library(self.backend)[1](self.coco_gt, coco_dt, iouType="bbox")
             coco_eval.evaluate()
             coco_eval.accumulate()
             coco_eval.summarize()

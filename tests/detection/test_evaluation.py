@@ -15,13 +15,26 @@ from pycocotools.cocoeval import COCOeval
 
 from tasks.detection.data import CategoryMap
 from tasks.detection.metrics import (
+    SAME_NUMBERS_ATOL,
     STAT_NAMES,
     CocoEvaluator,
     ResultsError,
     detections_to_coco,
     evaluate_results_file,
     format_per_class_table,
+    resolve_backend,
 )
+
+
+def assert_same_numbers(ours, reference) -> None:
+    """pycocotools' numbers; faster-coco-eval's C++ means may differ in the last bit (see metrics.py)."""
+    np.testing.assert_allclose(ours, reference, rtol=0, atol=SAME_NUMBERS_ATOL)
+
+
+@pytest.fixture(params=["faster-coco-eval", "pycocotools"])
+def backend(request) -> str:
+    """Every number is checked against textbook pycocotools with both evaluation libraries."""
+    return request.param
 
 
 @pytest.fixture
@@ -66,14 +79,14 @@ def pycocotools_reference(gt, results, tmp_path, cat_ids=None):
     return coco_eval.stats
 
 
-def test_metrics_identical_to_pycocotools(gt, tmp_path):
-    evaluator = CocoEvaluator(gt)
+def test_metrics_identical_to_pycocotools(gt, tmp_path, backend):
+    evaluator = CocoEvaluator(gt, backend)
     for seed in range(2):  # the same evaluator (GT indexed once) used for several "epochs"
         results = noisy_detections(gt, seed)
         metrics, per_class = evaluator.evaluate(results)
         reference = pycocotools_reference(gt, results, tmp_path)
         assert list(metrics) == list(STAT_NAMES)
-        np.testing.assert_array_equal([metrics[k] for k in STAT_NAMES], reference)
+        assert_same_numbers([metrics[k] for k in STAT_NAMES], reference)
         assert 0 < metrics["AP"] < 1
         for row in per_class:  # per-class AP equals COCOeval restricted to that category
             assert row["AP"] == pytest.approx(
@@ -83,8 +96,8 @@ def test_metrics_identical_to_pycocotools(gt, tmp_path):
     assert results[0]["bbox"] and "area" not in results[0]  # the caller's list is not modified by loadRes
 
 
-def test_perfect_and_empty_detections(gt):
-    evaluator = CocoEvaluator(gt)
+def test_perfect_and_empty_detections(gt, backend):
+    evaluator = CocoEvaluator(gt, backend)
     perfect = [
         {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
         for a in gt["annotations"]
@@ -140,7 +153,7 @@ def test_results_file_not_json_or_not_list(tmp_path, coco_root):
         evaluate_results_file(coco_root / "annotations.json", tmp_path / "r.json")
 
 
-def test_no_detections_identical_to_pycocotools(gt, tmp_path):
+def test_no_detections_identical_to_pycocotools(gt, tmp_path, backend):
     """pycocotools cannot load an empty results list; an empty detection file is its own way to say it."""
     (tmp_path / "gt.json").write_text(json.dumps(gt))
     (tmp_path / "none.json").write_text(json.dumps({**gt, "annotations": []}))
@@ -150,19 +163,39 @@ def test_no_detections_identical_to_pycocotools(gt, tmp_path):
         coco_eval.evaluate()
         coco_eval.accumulate()
         coco_eval.summarize()
-    metrics, per_class = CocoEvaluator(gt).evaluate([])
-    np.testing.assert_array_equal([metrics[k] for k in STAT_NAMES], coco_eval.stats)
+    metrics, per_class = CocoEvaluator(gt, backend).evaluate([])
+    assert_same_numbers([metrics[k] for k in STAT_NAMES], coco_eval.stats)
     # The synthetic boxes are all small: no ground truth in the medium and large ranges, so -1 there.
     assert metrics["APs"] == 0.0 and metrics["APm"] == metrics["APl"] == metrics["ARl"] == -1.0
     assert [r["AP"] for r in per_class] == [0.0, 0.0]
 
 
 @pytest.mark.parametrize("with_detections", [False, True])
-def test_ground_truth_without_objects_is_minus_one_as_pycocotools(gt, tmp_path, with_detections):
+def test_ground_truth_without_objects_is_minus_one_as_pycocotools(gt, tmp_path, with_detections, backend):
     empty = {**gt, "annotations": []}
     results = noisy_detections(gt)[:5] if with_detections else []
-    metrics, per_class = CocoEvaluator(empty).evaluate(results)
+    metrics, per_class = CocoEvaluator(empty, backend).evaluate(results)
     assert set(metrics.values()) == {-1.0} and all(math.isnan(r["AP"]) for r in per_class)
     if with_detections:
         reference = pycocotools_reference(empty, results, tmp_path)
-        np.testing.assert_array_equal([metrics[k] for k in STAT_NAMES], reference)
+        assert_same_numbers([metrics[k] for k in STAT_NAMES], reference)
+
+
+def test_many_classes_and_sizes_identical_to_pycocotools(tmp_path, backend):
+    """80 classes, boxes of every area range, 100 detections per image: the benchmark's data, smaller."""
+    from benchmarks.detection import synthetic_coco
+
+    gt, results = synthetic_coco(30)
+    metrics, _ = CocoEvaluator(gt, backend).evaluate(results)
+    assert_same_numbers([metrics[k] for k in STAT_NAMES], pycocotools_reference(gt, results, tmp_path))
+    assert min(metrics.values()) > 0
+
+
+def test_faster_library_is_chosen_when_installed_else_pycocotools(monkeypatch):
+    from tasks.detection import metrics
+
+    assert resolve_backend("auto") == "faster-coco-eval"  # a dependency: installed by make
+    monkeypatch.setattr(metrics, "COCOeval_faster", None)
+    assert resolve_backend("auto") == "pycocotools"
+    with pytest.raises(ImportError, match="pip install faster-coco-eval"):
+        resolve_backend("faster-coco-eval")
