@@ -66,7 +66,7 @@ def _infer(model, images, fast: bool):
 
 def detector_rows(quick: bool, rounds: int | None = None) -> list[dict]:
     """Training step and inference of six models (ours in three settings, anchor, anchor bf16, control)."""
-    size, max_size, default_rounds = (320, 512, 3) if quick else (800, 1333, 3)
+    size, max_size, default_rounds = (320, 512, 2) if quick else (800, 1333, 3)
     rounds = rounds or default_rounds
     torch.manual_seed(0)
 
@@ -241,8 +241,8 @@ def run(quick: bool = False, rounds: int | None = None) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m benchmarks.detection``: print the machine line and the detection table."""
-    parser = area_parser("detection", __doc__, "320 px images")
-    parser.add_argument("--rounds", type=int, default=None, help="timed rounds (default 3)")
+    parser = area_parser("detection", __doc__, "320 px images, 2 rounds")
+    parser.add_argument("--rounds", type=int, default=None, help="timed rounds (default 3; --quick 2)")
     args = parser.parse_args(argv)
     show("det", run(quick=args.quick, rounds=args.rounds))
     return 0
