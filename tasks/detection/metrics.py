@@ -57,6 +57,10 @@ def same_coco_numbers(a: Sequence[float], b: Sequence[float]) -> bool:
     return bool(np.allclose(a, b, rtol=0, atol=SAME_NUMBERS_ATOL))
 
 
+def _quiet(*args, **kwargs) -> None:
+    """A print function that prints nothing."""
+
+
 def library(backend: str) -> tuple[type, type]:
     """The (COCO, COCOeval) classes of a resolved backend."""
     return (COCO, COCOeval) if backend == "pycocotools" else (FasterCOCO, COCOeval_faster)
@@ -178,7 +182,9 @@ class CocoEvaluator:
         with contextlib.redirect_stdout(io.StringIO()):
             # loadRes adds keys to the entries: work on copies.
             coco_dt = self.coco_gt.loadRes([dict(r) for r in results]) if results else self._no_detections()
-            coco_eval = library(self.backend)[1](self.coco_gt, coco_dt, iouType="bbox")
+            # faster-coco-eval reports through logging, not stdout: the task logs its own summary.
+            quiet = {"print_function": _quiet} if self.backend == "faster-coco-eval" else {}
+            coco_eval = library(self.backend)[1](self.coco_gt, coco_dt, iouType="bbox", **quiet)
             coco_eval.evaluate()
             coco_eval.accumulate()
             coco_eval.summarize()
