@@ -5,7 +5,8 @@ python tools/analyze.py configs/classification/resnet50_finetune.yaml data.root=
 python tools/analyze.py configs/detection/faster_rcnn_r18_fpn_cpu.yaml data.root=/data/raccoon/train
 python tools/analyze.py configs/fewshot/omniglot_protonet.yaml data.root=DIR --only data
 
-Writes lr_schedule.png and samples.png (the dataset as the task's dataset class delivers it) to --out.
+Writes lr_schedule.png (one curve per param group with train.backbone_lr_mult or train.layer_decay) and
+samples.png (the dataset as the task's dataset class delivers it) to --out.
 A checkpoint's model is rebuilt from the file alone, like every other tool does; a config's model is built
 with random weights (nothing is downloaded: the numbers do not depend on the weights), and where its head
 is sized by the data (classes, categories), the data must be readable.
@@ -34,6 +35,7 @@ from tasks.deploy.errors import DeployError
 from tasks.engine.cli import exits_on_user_error
 from tasks.engine.config import ConfigError, apply_overrides, load_config, load_yaml_with_bases
 from tasks.engine.loading import load_trained_model
+from tasks.engine.optim import per_part_lrs
 from tasks.engine.registry import get_task, registered_tasks, task_accepting
 from tasks.engine.task import Task
 
@@ -92,7 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if Path(args.source).suffix in CONFIG_SUFFIXES:
         task = _config_task(args.source, args.overrides, args.task)
-        model = _untrained_model(task) if {"stages", "freezing"} & set(args.only) else None
+        # The LR plot needs the model only for its param groups (one curve each).
+        needs_model = {"stages", "freezing"} & set(args.only) or (
+            "lr" in args.only and per_part_lrs(task.cfg.train)
+        )
+        model = _untrained_model(task) if needs_model else None
     else:
         trained = load_trained_model(args.source, args.overrides)
         task, model = trained.task, trained.model
@@ -101,11 +107,15 @@ def main(argv: list[str] | None = None) -> int:
         _print_model_tables(args, task, model)
     if "lr" in args.only:
         steps, how = steps_per_epoch(task, args.steps_per_epoch)
-        rates = plot_lr_schedule(task.cfg.train, steps, str(out / "lr_schedule.png"))
+        curves = plot_lr_schedule(task.cfg.train, steps, str(out / "lr_schedule.png"), model=model)
+        rates = curves["lr"]
         print(
             f"\nLR schedule: {len(rates)} updates, {steps} per epoch ({how}); "
             f"peak {max(rates):.3g}, last {rates[-1]:.3g} -> {out / 'lr_schedule.png'}"
         )
+        for key, group_rates in curves.items():
+            if key != "lr":
+                print(f"  {key[len('lr/') :]:<18} peak {max(group_rates):.3g}, last {group_rates[-1]:.3g}")
     if "data" in args.only:
         drawn = browse_dataset(task, str(out / "samples.png"), args.samples)
         print(f"\n{drawn} samples -> {out / 'samples.png'}")

@@ -113,33 +113,53 @@ def format_stage_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def lr_schedule(train_cfg: Any, steps_per_epoch: int) -> list[float]:
-    """Learning rate of every optimizer update, from the engine's own scheduler builder.
+def lr_curves(train_cfg: Any, steps_per_epoch: int, model: nn.Module | None = None) -> dict[str, list[float]]:
+    """Learning rates of every optimizer update, from the engine's own optimizer and scheduler builders.
 
+    Keys are those of metrics.jsonl (`tasks.engine.optim.lr_record`): `lr`, plus `lr/<group>` per part when
+    `model` is given and the config sets per-part learning rates (`backbone_lr_mult`, `layer_decay`).
     The trainer calls ``scheduler.step_update(global_step)`` before each update; so does this function.
     """
-    from tasks.engine.optim import build_scheduler
+    from tasks.engine.optim import build_optimizer, build_scheduler, lr_record, per_part_lrs
 
-    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=train_cfg.lr)
+    if model is None or not per_part_lrs(train_cfg):
+        optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=train_cfg.lr)
+    else:
+        optimizer = build_optimizer(model, train_cfg)
     scheduler = build_scheduler(optimizer, train_cfg, steps_per_epoch)
-    rates = []
+    curves: dict[str, list[float]] = {}
     for step in range(max(1, train_cfg.epochs * steps_per_epoch)):
         scheduler.step_update(step)
-        rates.append(optimizer.param_groups[0]["lr"])
-    return rates
+        for key, value in lr_record(optimizer).items():
+            curves.setdefault(key, []).append(value)
+    return curves
 
 
-def plot_lr_schedule(train_cfg: Any, steps_per_epoch: int, path: str, title: str = "") -> list[float]:
-    """Write the schedule as a PNG (x: epochs) and return the per-update learning rates."""
+def lr_schedule(train_cfg: Any, steps_per_epoch: int) -> list[float]:
+    """The base learning rate of every optimizer update (`lr_curves`' `lr`)."""
+    return lr_curves(train_cfg, steps_per_epoch)["lr"]
+
+
+def plot_lr_schedule(
+    train_cfg: Any, steps_per_epoch: int, path: str, title: str = "", model: nn.Module | None = None
+) -> dict[str, list[float]]:
+    """Write the schedule as a PNG (x: epochs), one curve per param group; return `lr_curves`.
+
+    Without `model`, or without per-part learning rates, the one curve is the base lr.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rates = lr_schedule(train_cfg, steps_per_epoch)
-    epochs = np.arange(len(rates)) / steps_per_epoch
+    curves = lr_curves(train_cfg, steps_per_epoch, model)
+    groups = {key[len("lr/") :]: rates for key, rates in curves.items() if key != "lr"}
+    groups = groups or {"lr": curves["lr"]}
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.plot(epochs, rates)
+    for name, rates in groups.items():
+        ax.plot(np.arange(len(rates)) / steps_per_epoch, rates, label=name)
+    if len(groups) > 1:
+        ax.legend(fontsize=8)
     ax.set_xlabel("epoch")
     ax.set_ylabel("learning rate")
     ax.set_title(
@@ -150,7 +170,7 @@ def plot_lr_schedule(train_cfg: Any, steps_per_epoch: int, path: str, title: str
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-    return rates
+    return curves
 
 
 def input_size(task: Task, override: tuple[int, int] | None = None) -> tuple[int, int, int, int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib.resources
+import math
 import re
 import types
 import typing
@@ -80,6 +81,12 @@ KEY_ALIASES = {
     "model_ema": "ema",
     "model_ema_decay": "ema_decay",
     "precision": "amp",
+    "lr_mult": "backbone_lr_mult",
+    "layer_decay_rate": "layer_decay",
+    "T_0": "restart_epochs",
+    "T_mult": "restart_mult",
+    "cycle_mul": "restart_mult",
+    "lr_cycle_mul": "restart_mult",
 }
 
 
@@ -93,11 +100,16 @@ class TrainConfig:
     optimizer: str = "sgd"  # sgd | adamw (no weight decay on norm and bias parameters)
     lr: float = 0.01
     momentum: float = 0.9
+    nesterov: bool = False  # Nesterov momentum (optimizer=sgd with momentum > 0)
     weight_decay: float = 1e-4
-    scheduler: str = "cosine"  # cosine | step | multistep | constant
+    backbone_lr_mult: float = 1.0  # the backbone trains at lr * backbone_lr_mult; head, decoder, FPN at lr
+    layer_decay: float = 1.0  # layer-wise lr decay: head lr, layer4 lr * decay, ..., stem lr * decay^5
+    scheduler: str = "cosine"  # cosine | cosine_restarts | step | multistep | constant
     warmup_epochs: float = 0.0
     warmup_lr_ratio: float = 0.001  # warmup starts at lr * warmup_lr_ratio
     min_lr: float = 0.0  # cosine floor
+    restart_epochs: int = 10  # cosine_restarts: length of the first cycle in epochs (T_0)
+    restart_mult: int = 2  # cosine_restarts: each cycle is this many times longer than the last (T_mult)
     step_size: int = 30  # epochs between decays for scheduler=step
     milestones: list[int] = field(default_factory=list)  # epochs for scheduler=multistep
     gamma: float = 0.1
@@ -133,6 +145,8 @@ def validate_train_config(t: TrainConfig) -> None:
         "accum_steps": t.accum_steps,
         "eval_every": t.eval_every,
         "log_every": t.log_every,
+        "restart_epochs": t.restart_epochs,
+        "restart_mult": t.restart_mult,
     }
     for key, value in positive.items():
         if value < 1:
@@ -159,6 +173,14 @@ def validate_train_config(t: TrainConfig) -> None:
             raise ConfigError(f"train.{key}={value}: must be >= 0")
     if not 0.0 <= t.momentum < 1.0:
         raise ConfigError(f"train.momentum={t.momentum}: must be in [0, 1)")
+    if t.nesterov and t.optimizer != "sgd":
+        raise ConfigError(f"train.nesterov=true: expected train.optimizer=sgd, got {t.optimizer!r}")
+    if t.nesterov and t.momentum == 0:
+        raise ConfigError(f"train.nesterov=true: expected train.momentum > 0, got {t.momentum}")
+    for key in ("backbone_lr_mult", "layer_decay"):
+        value = getattr(t, key)
+        if not 0 < value < math.inf:  # also catches NaN; a frozen backbone is model.backbone.frozen_stages
+            raise ConfigError(f"train.{key}={value}: must be a finite number > 0 (1.0 = train.lr)")
     if not t.gamma > 0:
         raise ConfigError(f"train.gamma={t.gamma}: must be > 0 (the factor each decay multiplies lr by)")
     if t.best_mode not in ("", "max", "min"):

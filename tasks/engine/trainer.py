@@ -28,7 +28,7 @@ from .checkpointing import CheckpointKeeper, LoopState, should_stop_early
 from .config import ConfigError, RunConfig, config_to_dict, save_config, validate_train_config
 from .data import build_train_loader, build_val_loader, set_start
 from .monitor import RunLogger, progress, use_progress_bars
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, lr_record
 from .resize import resize_to_state_dict
 from .run_folder import RunFolderError, check_run_folder, clear_run, truncate_history
 from .runtime import (
@@ -180,8 +180,9 @@ class Trainer:
         except ValueError as err:  # torch: parameter groups of another size
             raise CheckpointError(
                 f"cannot resume from {path}: its optimizer state holds other trainable parameters than "
-                f"this run ({err}). Did model.backbone.frozen_stages change? Use --weights to start a new "
-                "run from it instead."
+                f"this run ({err}). Did model.backbone.frozen_stages change, or train.backbone_lr_mult / "
+                "train.layer_decay turn on or off (they split the parameters into groups)? Use --weights "
+                "to start a new run from it instead."
             ) from None
         for group, settings in zip(self.optimizer.param_groups, configured):
             group.update(settings)
@@ -482,8 +483,8 @@ class Trainer:
             loss_value = self._forward_backward(batch, loop, index, is_update, extras)
             if not is_update:
                 continue
-            lr = self._optimizer_step(loop)
-            self._log_step(loop, index, first, batches, loss_value, lr, extras, bar)
+            lrs = self._optimizer_step(loop)
+            self._log_step(loop, index, first, batches, loss_value, lrs, extras, bar)
             if (
                 t.checkpoint_every_steps
                 and loop.global_step % t.checkpoint_every_steps == 0
@@ -497,7 +498,7 @@ class Trainer:
         loop.batch_in_epoch = 0
         return {
             "train/loss": loop.loss_sum / max(loop.loss_count, 1),
-            "lr": self.optimizer.param_groups[0]["lr"],
+            **lr_record(self.optimizer),
             **{f"train/{k}": v for k, v in extras.items()},
             "epoch_time_s": round(time.perf_counter() - self._epoch_start, 3),
         }
@@ -529,8 +530,8 @@ class Trainer:
                 extras[key] = float(value.detach())
         return loss_value
 
-    def _optimizer_step(self, loop: LoopState) -> float:
-        """Clip, step, advance the schedule and the EMA; returns the lr the step used."""
+    def _optimizer_step(self, loop: LoopState) -> dict[str, float]:
+        """Clip, step, advance the schedule and the EMA; returns the lrs the step used (`lr_record`)."""
         if self.tcfg.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tcfg.grad_clip)
@@ -538,33 +539,38 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         loop.global_step += 1
-        lr = self.optimizer.param_groups[0]["lr"]
+        lrs = lr_record(self.optimizer)
         self.scheduler.step_update(loop.global_step)
         if self.ema is not None:
             self.ema.update(self.model, step=loop.global_step)
-        return lr
+        return lrs
 
     def _log_step(
-        self, loop: LoopState, index: int, first: int, batches: int, loss: float, lr: float, extras: dict, bar
+        self, loop: LoopState, index: int, first: int, batches: int, loss: float, lrs: dict, extras: dict, bar
     ) -> None:
-        """metrics.jsonl every train.log_every steps (and at the epoch's end); a log line or the bar."""
+        """metrics.jsonl every train.log_every steps (and at the epoch's end); a log line or the bar.
+
+        `lrs` is `lr_record` of the step: `lr` and, with per-part learning rates, `lr/<group>` as well.
+        """
         t = self.tcfg
         if self.show_bars and hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}")
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lrs['lr']:.3g}")
         if self.logger is None or (loop.global_step % t.log_every and index + 1 != batches):
             return
-        record = {"kind": "step", "epoch": loop.epoch + 1, "step": loop.global_step, "loss": loss, "lr": lr}
+        record = {"kind": "step", "epoch": loop.epoch + 1, "step": loop.global_step, "loss": loss, **lrs}
         self.logger.write({**record, **extras}, loop.global_step)
         if not self.show_bars:
             rate = (index + 1 - first) * t.batch_size / max(time.perf_counter() - self._epoch_start, 1e-9)
+            groups = ", ".join(f"{k[len('lr/') :]} {v:.3g}" for k, v in lrs.items() if k != "lr")
             log.info(
-                "epoch %d/%d step %d/%d loss %.4f lr %.3g %.1f samples/s",
+                "epoch %d/%d step %d/%d loss %.4f lr %.3g%s %.1f samples/s",
                 loop.epoch + 1,
                 t.epochs,
                 math.ceil((index + 1) / t.accum_steps),
                 math.ceil(batches / t.accum_steps),
                 loss,
-                lr,
+                lrs["lr"],
+                f" ({groups})" if groups else "",
                 rate,
             )
 
