@@ -7,6 +7,8 @@ drift from what ``forward`` returns. Attribute names follow torchvision, so its 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -14,6 +16,7 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .blocks import BasicBlock, Bottleneck, NormLayer, PreActBasicBlock, PreActBottleneck, make_downsample
 
@@ -111,6 +114,8 @@ class ResNet(nn.Module):
         drop_path_rate: stochastic depth, increasing linearly over blocks to this rate (Huang et al. 2016).
         norm_layer: a callable ``channels -> module``, BatchNorm2d by default (e.g. FrozenBatchNorm2d or a
             GroupNorm factory).
+        grad_checkpointing: recompute layer1..layer4 in backward instead of keeping their activations
+            (see :meth:`set_grad_checkpointing`).
     """
 
     def __init__(
@@ -133,6 +138,7 @@ class ResNet(nn.Module):
         zero_init_last: bool = False,
         drop_path_rate: float = 0.0,
         norm_layer: NormLayer | None = None,
+        grad_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         _one_of("depth", depth, DEPTHS)
@@ -153,6 +159,7 @@ class ResNet(nn.Module):
         self.norm_eval = norm_eval
         self.in_chans = in_chans
         self.preact = preact
+        self.grad_checkpointing = grad_checkpointing
         self.pretrained_loaded = False  # set by any load_state_dict; freezing random weights earns a warning
         self._warned_random_freeze = False
 
@@ -294,6 +301,26 @@ class ResNet(nn.Module):
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.eval()
 
+    # ----------------------------------------------------------------------------------------- checkpointing
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Keep only the input of each of layer1..layer4 for backward and recompute the rest there.
+
+        Far fewer activations are held from forward to backward, and the peak in backward (one level
+        recomputed at a time) drops too, for about one more forward pass per step. It applies to training
+        forwards with autograd on; eval, ``no_grad`` and frozen stages (which run without autograd) are
+        unchanged. The method name is timm's.
+        """
+        self.grad_checkpointing = enable
+
+    def _checkpointed_level(self, level: int, x: torch.Tensor) -> torch.Tensor:
+        """``forward_level`` under non-reentrant checkpointing; the recomputation leaves norm statistics be.
+
+        The RNG state is restored for the recomputation (``preserve_rng_state``), so stochastic depth drops
+        the same blocks both times.
+        """
+        contexts = functools.partial(_recompute_contexts, self.stage_modules(level))
+        return checkpoint(self.forward_level, level, x, use_reentrant=False, context_fn=contexts)
+
     # ----------------------------------------------------------------------------------------- forward
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4:
@@ -324,12 +351,15 @@ class ResNet(nn.Module):
         if not torch.jit.is_tracing():
             self._check_input(x)
         features: dict[str, torch.Tensor] = {}
+        checkpointing = self.grad_checkpointing and self.training and torch.is_grad_enabled()
         for level in range(self._last_level + 1):
             if level <= self.frozen_stages and not x.requires_grad:
                 # Frozen levels keep no activations for backward: that is where the memory and
                 # speed of partial fine-tuning come from.
                 with torch.no_grad():
                     x = self.forward_level(level, x)
+            elif checkpointing and level > 0:
+                x = self._checkpointed_level(level, x)
             else:
                 x = self.forward_level(level, x)
             if level in self.out_indices:
@@ -341,6 +371,28 @@ class ResNet(nn.Module):
         if self.fc is None:
             raise ValueError("forward_head needs a classifier: build the backbone with num_classes > 0")
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def _recompute_contexts(modules: Sequence[nn.Module]):
+    """Checkpoint's ``context_fn``: the forward runs as it is; the recomputation restores the buffers."""
+    return contextlib.nullcontext(), _buffers_restored(modules)
+
+
+@contextlib.contextmanager
+def _buffers_restored(modules: Sequence[nn.Module]):
+    """Put every buffer of ``modules`` back as it was on entry, also when the block is left early.
+
+    Recomputation runs each train-mode BatchNorm forward a second time on the same batch, which would move
+    ``running_mean``/``running_var`` (and ``num_batches_tracked``) twice per step. Non-reentrant
+    checkpointing stops a recomputation early by raising, hence the ``finally``.
+    """
+    saved = [(buffer, buffer.clone()) for module in modules for buffer in module.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in saved:
+                buffer.copy_(value)
 
 
 def _mark_loaded(module: nn.Module, incompatible_keys) -> None:

@@ -5,7 +5,9 @@
 
 Rows: training step (forward + loss + backward + AdamW step) and inference images/s: our default path
 (fp32 with channels-last weights, what train_seg runs by default) and ours in smp's NCHW format against
-smp's fp32 default, then our fast path (bf16 autocast + channels-last) against smp's fp32 default.
+smp's fp32 default, then our fast path (bf16 autocast + channels-last) against smp's fp32 default. Two
+rows compare our U-Net with gradient checkpointing in its encoder against the plain one: the activations
+kept from forward to backward and the training step.
 Measurements of ours and the anchor alternate round by round so that load from other processes hits both
 alike; the ratio is the median of the per-round ratios. Control rows time smp against a second copy of
 itself: their distance from 1.00x is the machine's noise. ``--clock cpu`` times with the process CPU
@@ -23,8 +25,9 @@ import time
 import torch
 
 from backbones import create_backbone
+from benchmarks.backbone import saved_activation_bytes
 from benchmarks.peak import TRAIN_FLOPS_FACTOR, forward_flops
-from benchmarks.report import area_parser, bf16_target, measure_bf16, show, speed_row, untimed_bf16_row
+from benchmarks.report import area_parser, bf16_target, measure_bf16, row, show, speed_row, untimed_bf16_row
 from benchmarks.timing import time_rounds
 from tasks.segmentation.model import UNet
 from tasks.segmentation.smp_parts import smp_unet
@@ -32,9 +35,12 @@ from tasks.segmentation.smp_parts import smp_unet
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
+def _ours() -> UNet:
+    return UNet(create_backbone("resnet34", out_indices=(0, 1, 2, 3, 4)), 1)
+
+
 def _models():
-    ours = UNet(create_backbone("resnet34", out_indices=(0, 1, 2, 3, 4)), 1)
-    return ours, smp_unet("resnet34", classes=1)
+    return _ours(), smp_unet("resnet34", classes=1)
 
 
 def _step_fn(model, x, target, train: bool, bf16: bool, channels_last: bool):
@@ -69,6 +75,28 @@ def _smp_against_smp(x, target, train: bool, fast: bool, rounds: int, clock):
         "anchor": _step_fn(anchor, x, target, train, False, False),
     }
     return time_rounds(steps, rounds, clock=clock)
+
+
+def checkpointing_rows(x, target, rounds: int, clock) -> list[dict]:
+    """Our U-Net with gradient checkpointing in its encoder against the plain one (same weights, fp32
+    channels-last training steps): activations kept for backward and step time."""
+    plain = _ours()
+    checkpointed = _ours()
+    checkpointed.load_state_dict(plain.state_dict())
+    checkpointed.encoder.backbone.set_grad_checkpointing()  # the decoder keeps its activations
+    steps = {
+        "ours": _step_fn(checkpointed, x, target, True, False, True),
+        "anchor": _step_fn(plain, x, target, True, False, True),
+    }
+    shape = f"({x.shape[0]}x3x{x.shape[2]}x{x.shape[3]})"
+    kept_plain, kept = saved_activation_bytes(steps["anchor"]), saved_activation_bytes(steps["ours"])
+    name = f"activations kept forward to backward, encoder grad checkpointing vs plain {shape}"
+    # No target: the stem and the decoder keep theirs, so the encoder's share bounds the saving.
+    rows = [row(name, kept / 2**20, kept_plain / 2**20, "MiB", kept_plain / kept, "(info)")]
+    timing = time_rounds(steps, rounds, clock=clock)
+    name = f"train step, encoder grad checkpointing vs plain {shape}"
+    rows.append(speed_row(name, x.shape[0], timing, ">= 0.71 (step <= 1.4x plain)", unit="images/s"))
+    return rows
 
 
 def run(quick: bool = False, clock: str = "wall") -> list[dict]:
@@ -112,6 +140,7 @@ def run(quick: bool = False, clock: str = "wall") -> list[dict]:
                 f"{name} {shape}", batch, timing, target_text, "images/s", flops_per_item=flops, dtype=dtype
             )
         )
+    rows += checkpointing_rows(x, target, rounds, timer)
     # No targets below. What autocast does for smp itself on this machine, and smp against a second copy of
     # itself: the control's distance from 1.00x is the noise within which ours and smp are not told apart.
     name = f"inference smp bf16+channels_last vs smp fp32 {shape}"

@@ -19,8 +19,17 @@ from tasks.engine.checks import check_one_of, check_range
 from tasks.engine.config import ConfigError, config_to_dict
 
 STEM_TYPES = ("default", "deep", "small")
-NORMS = ("bn", "frozen_bn", "gn")
+NORMS = ("bn", "frozen_bn", "gn", "in")
 OUTPUT_STRIDES = (8, 16, 32)
+# Backbone keys that say where training starts or how it runs, not what the network is (model_signature).
+NOT_IN_SIGNATURE = (
+    "weights",
+    "partial_load",
+    "frozen_stages",
+    "norm_eval",
+    "drop_path_rate",
+    "grad_checkpointing",
+)
 
 # Keys that used to sit directly in `model:` and their place now; a config that still uses one gets an
 # error naming the new key, and older checkpoints' configs are moved (upgrade_model_section).
@@ -54,10 +63,11 @@ class BackboneConfig:
     stem_type: str = ""  # "" = the arch's own (deep for resnet*d) | default | deep | small (32 px images)
     frozen_stages: int = -1  # -1 none, 0 the stem, k the stem and layer1..k (weights and BN statistics)
     norm_eval: bool = False  # keep every BatchNorm in eval mode while training (small batches)
-    norm: str = "bn"  # bn | frozen_bn (torchvision FrozenBatchNorm2d) | gn (GroupNorm)
+    norm: str = "bn"  # bn | frozen_bn (torchvision FrozenBatchNorm2d) | gn (GroupNorm) | in (InstanceNorm)
     norm_groups: int = 32  # GroupNorm groups for norm=gn
     drop_path_rate: float = 0.0  # stochastic depth, linear over the blocks
     output_stride: int = 32  # 32 | 16 | 8: later strides become dilation (DeepLab)
+    grad_checkpointing: bool = False  # recompute layer1..4 in backward: less activation memory, slower steps
 
 
 def validate_backbone(cfg: BackboneConfig, where: str = "model.backbone") -> None:
@@ -78,6 +88,8 @@ def norm_layer(cfg: BackboneConfig) -> type[nn.Module] | functools.partial | Non
         return FrozenBatchNorm2d
     if cfg.norm == "gn":
         return functools.partial(group_norm, groups=cfg.norm_groups)
+    if cfg.norm == "in":
+        return instance_norm
     return None
 
 
@@ -88,6 +100,12 @@ def group_norm(channels: int, groups: int) -> nn.GroupNorm:
             f"model.backbone.norm_groups={groups} must divide every width ({channels} does not)"
         )
     return nn.GroupNorm(groups, channels)
+
+
+def instance_norm(channels: int) -> nn.InstanceNorm2d:
+    """InstanceNorm with a learned scale and shift and no running statistics (nnU-Net's choice for small
+    batches): it normalises each image by itself, in training and in eval alike."""
+    return nn.InstanceNorm2d(channels, affine=True, track_running_stats=False)
 
 
 def build_backbone(cfg: BackboneConfig, out_indices: Sequence[int], load_weights: bool = True) -> ResNet:
@@ -107,6 +125,7 @@ def build_backbone(cfg: BackboneConfig, out_indices: Sequence[int], load_weights
         norm_layer=norm_layer(cfg),
         drop_path_rate=cfg.drop_path_rate,
         output_stride=cfg.output_stride,
+        grad_checkpointing=cfg.grad_checkpointing,
     )
     if cfg.stem_type:  # "" keeps the arch's own stem (resnet50d's deep stem)
         kwargs["stem_type"] = cfg.stem_type
@@ -117,12 +136,12 @@ def build_backbone(cfg: BackboneConfig, out_indices: Sequence[int], load_weights
 def model_signature(model_cfg: object) -> dict:
     """A task's `model` section as resume and eval compare it: the network, not how it is trained.
 
-    `backbone.weights` and `partial_load` say where training started; `frozen_stages`, `norm_eval` and
-    `drop_path_rate` how it is trained. None changes the tensors a checkpoint holds (a resume that changes
-    what is trainable is refused by the optimizer-state check instead).
+    `backbone.weights` and `partial_load` say where training started; `frozen_stages`, `norm_eval`,
+    `drop_path_rate` and `grad_checkpointing` how it is trained. None changes the tensors a checkpoint holds
+    (a resume that changes what is trainable is refused by the optimizer-state check instead).
     """
     signature = config_to_dict(model_cfg)
-    for key in ("weights", "partial_load", "frozen_stages", "norm_eval", "drop_path_rate"):
+    for key in NOT_IN_SIGNATURE:
         signature.get("backbone", {}).pop(key, None)
     return signature
 
