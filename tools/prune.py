@@ -23,7 +23,7 @@ from tasks.deploy.inputs import real_samples
 from tasks.deploy.loading import load_classifier
 from tasks.deploy.prune import channel_widths, prune_channels
 from tasks.engine.checkpoint import CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
-from tasks.engine.cli import exits_on_user_error
+from tasks.engine.cli import UsageError, exits_on_user_error
 
 
 def _finetune(argv: list[str]) -> int:
@@ -34,8 +34,7 @@ def _finetune(argv: list[str]) -> int:
 
     args = build_parser().parse_args(argv)
     if not args.weights:
-        print("error: finetune needs --weights PRUNED.pt (written by tools/prune.py)", file=sys.stderr)
-        return 2
+        raise UsageError("finetune needs --weights PRUNED.pt (written by tools/prune.py)")
     task_cls = pruned_task_class(args.weights)
     return run_training_tool(
         task_cls, task_cls.config_cls, argv, description=f"fine-tune a pruned {task_cls.name} model"

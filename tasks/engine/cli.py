@@ -98,6 +98,7 @@ def _setup_logging() -> None:
         logging.getLogger("tasks").setLevel(logging.WARNING)  # rank 0 speaks for the job
 
 
+@exits_on_user_error
 def run_training_tool(
     task_cls: type, config_cls: type, argv: list[str] | None = None, description: str = ""
 ) -> int:
@@ -131,9 +132,6 @@ def run_training_tool(
             partial_load=args.partial_load,
         )
         result: Any = trainer.evaluate() if args.eval_only else trainer.fit()
-    except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)  # print, not log: shown even when logging is reconfigured
-        return 2
     except NonFiniteLossError as err:
         print(f"stopped: {err}", file=sys.stderr)
         return 3
