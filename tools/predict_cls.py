@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     classes = trained.task.classes
     paths = list_images(args.images)
     transform = build_eval_transform(trained.cfg.data)
-    probs = predict_images(trained.model, paths, transform, args.device, args.batch_size)
+    model = trained.inference_model(args.device)  # BN folded, channels-last
+    probs = predict_images(model, paths, transform, args.device, args.batch_size)
     write_predictions(args.out, paths, probs, classes, args.top_k)
     counts = Counter(classes[i] for i in probs.argmax(dim=1).tolist())
     print(f"{len(paths)} images -> {args.out}; predicted: {dict(sorted(counts.items()))}")

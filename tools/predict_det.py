@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     trained = load_trained_model(args.checkpoint)  # EMA weights when the run kept them
-    model, cmap = trained.model, trained.task.categories()
+    model, cmap = trained.inference_model(args.device), trained.task.categories()
     paths = list_images(args.images)
     if args.gt:
         gt = load_coco_json(args.gt)

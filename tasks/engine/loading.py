@@ -11,7 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from torch import nn
+
+from backbones import prepare_for_inference
 
 from .checkpoint import CHECKPOINT_VERSION, CheckpointError, load_checkpoint
 from .config import ConfigError, RunConfig, apply_overrides, config_from_dict
@@ -29,6 +32,12 @@ class TrainedModel:
     cfg: RunConfig
     checkpoint: Path
     meta: dict  # the checkpoint's task_meta (class names, value map, ...)
+
+    def inference_model(self, device: str | torch.device = "cpu") -> nn.Module:
+        """An eval copy for predicting: every Conv+BN pair folded and the weights channels-last (the same
+        outputs to float rounding, 1.2-1.4x faster on a CPU; `backbones.prepare_for_inference`). Not for
+        fine-tuning: the folded copy has no BatchNorm left to train."""
+        return prepare_for_inference(self.model).to(device)
 
 
 def checkpoint_task(ckpt: dict, source: str | Path) -> type[Task]:

@@ -83,7 +83,7 @@ def predict_folder(
         The written mask paths.
     """
     trained = load_trained_model(checkpoint)
-    model, cfg, meta = trained.model.to(device), trained.cfg, trained.meta
+    model, cfg, meta = trained.inference_model(device), trained.cfg, trained.meta
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     endings = (*IMAGE_SUFFIXES, *NIFTI_ENDINGS)
     # visible_children skips junk such as macOS `._name.png` resource forks, which end like images.
