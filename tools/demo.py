@@ -3,6 +3,7 @@
     python tools/demo.py                 # about 4 minutes on 2 CPU cores
     python tools/demo.py --quick         # the short version the test suite runs
     python tools/demo.py --tasks cls,seg # a subset
+    python tools/demo.py train.amp=off   # key=value overrides for every task's config (here: fp32)
 
 Steps: tools/make_shapes.py writes the four datasets under runs/demo/data, then tools/train_cls.py,
 train_det.py, train_seg.py and train_fewshot.py (+ eval_fewshot.py on held-out classes) run with the configs
@@ -47,8 +48,8 @@ def _last_eval(run_dir: Path) -> dict:
 def _train(tool, name: str, data: Path, out: Path, extra: list[str]) -> tuple[int, Path]:
     """Run one training tool with its demo config; returns its exit code and run folder."""
     run = out / name
-    args = [str(CONFIGS / f"{name}.yaml"), f"data.root={data}", "--output-dir", str(run), "--overwrite"]
-    code = tool.main(args + extra)
+    args = [str(CONFIGS / f"{name}.yaml"), f"data.root={data}", *extra, "--output-dir", str(run)]
+    code = tool.main([*args, "--overwrite"])
     return code, run
 
 
@@ -140,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tasks", default=",".join(TASKS), help=f"comma-separated subset of {','.join(TASKS)}"
     )
+    parser.add_argument(
+        "overrides", nargs="*", help="key=value overrides applied to every task's config (e.g. train.seed=1)"
+    )
     args = parser.parse_args(argv)
     tasks = [t for t in args.tasks.split(",") if t]
     unknown = sorted(set(tasks) - set(TASKS))
@@ -164,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     for task in tasks:
         print(f"\n=== {task} ===", flush=True)
         start = time.perf_counter()
-        rows[task] = runners[task](QUICK_OVERRIDES[task] if args.quick else [])
+        rows[task] = runners[task]((QUICK_OVERRIDES[task] if args.quick else []) + args.overrides)
         rows[task]["time_s"] = time.perf_counter() - start
     print("\n" + format_table(rows))
     (out / "demo_summary.json").write_text(
