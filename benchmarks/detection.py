@@ -5,8 +5,9 @@
 
 Rows: training step and inference (our default path = fp32 with channels-last weights, as train_det runs
 by default; the same in torchvision's NCHW format; and the fast path = bf16 autocast + channels-last)
-against torchvision fp32, torchvision's own autocast for reference, and COCO evaluation against plain
-pycocotools on the same detections. Ratios > 1 mean ours is faster.
+against torchvision fp32, torchvision's own autocast for reference, ours against torchvision given the
+same bf16 autocast and channels-last (ours steps with the engine's fused SGD), and COCO evaluation
+against plain pycocotools on the same detections. Ratios > 1 mean ours is faster.
 
 Each round calls every model once, in an order that rotates from round to round, and each ratio is the
 median over rounds of the per-round ratio. A control row times torchvision against a second copy of
@@ -40,9 +41,10 @@ def _autocast(enabled: bool):
     return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
 
 
-def _train_step(model, images, targets, fast: bool):
+def _train_step(model, images, targets, fast: bool, fused: bool = False):
     model.train()
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-5, momentum=0.9)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=1e-5, momentum=0.9, fused=fused)
 
     def step():
         with _autocast(fast):
@@ -65,7 +67,8 @@ def _infer(model, images, fast: bool):
 
 
 def detector_rows(quick: bool, rounds: int | None = None) -> list[dict]:
-    """Training step and inference of six models (ours in three settings, anchor, anchor bf16, control)."""
+    """Training step and inference of seven models (ours in three settings, torchvision fp32, bf16 and
+    bf16 + channels-last, a control copy)."""
     size, max_size, default_rounds = (320, 512, 2) if quick else (800, 1333, 3)
     rounds = rounds or default_rounds
     torch.manual_seed(0)
@@ -79,8 +82,10 @@ def detector_rows(quick: bool, rounds: int | None = None) -> list[dict]:
         return model.to(memory_format=memory_format)
 
     anchor = torchvision_model()
-    anchor_bf16, control = torchvision_model(), torchvision_model()
+    anchor_bf16, anchor_bf16_cl, control = torchvision_model(), torchvision_model(), torchvision_model()
     anchor_bf16.load_state_dict(anchor.state_dict())
+    anchor_bf16_cl.load_state_dict(anchor.state_dict())
+    anchor_bf16_cl.to(memory_format=torch.channels_last)  # the same two tricks as ours_fast
     # A second copy of the anchor measures the noise floor: its ratio to the anchor would be 1.00x on a
     # quiet, exclusive machine.
     control.load_state_dict(anchor.state_dict())
@@ -98,18 +103,26 @@ def detector_rows(quick: bool, rounds: int | None = None) -> list[dict]:
     models = {
         "anchor": (anchor, False),
         "anchor_bf16": (anchor_bf16, True),
+        "anchor_bf16_cl": (anchor_bf16_cl, True),
         "ours": (our_model(torch.channels_last), False),  # what train_det does (train.channels_last=true)
         "ours_nchw": (our_model(), False),
         "ours_fast": (our_model(torch.channels_last), True),
         "control": (control, False),
     }
     if not measure_bf16():
-        del models["anchor_bf16"], models["ours_fast"]
+        del models["anchor_bf16"], models["anchor_bf16_cl"], models["ours_fast"]
     # Inference first, while all models still hold the same weights. Every call starts from the same RNG
     # seed, so the RPN and RoI samplers draw the same boxes for every model in training.
     infer = time_rounds({k: _infer(m, images, fast) for k, (m, fast) in models.items()}, rounds, seed=0)
+    # Ours trains with the engine's fused SGD step (tasks.engine.optim.can_fuse); torchvision with torch's
+    # default SGD, as a user's loop would.
     train = time_rounds(
-        {k: _train_step(m, images, targets, fast) for k, (m, fast) in models.items()}, rounds, seed=0
+        {
+            k: _train_step(m, images, targets, fast, fused=k.startswith("ours"))
+            for k, (m, fast) in models.items()
+        },
+        rounds,
+        seed=0,
     )
     shape = f"{len(images)}x{h}x{w}"
     n = len(images)
@@ -142,7 +155,20 @@ def detector_rows(quick: bool, rounds: int | None = None) -> list[dict]:
                     extra["util"] = utilisation(ours_value, flops_per_image, dtype)
             target = target or bf16_target(fast_target)
             rows.append(row(label, ours_value, anchor_value, unit, times.ratio(name), target, **extra))
+        rows.append(same_tricks_row(kind, times, unit, n))
     return rows
+
+
+def same_tricks_row(kind: str, times, unit: str, n: int) -> dict:
+    """Ours against torchvision given the same bf16 autocast and channels-last weights."""
+    label = f"  ours vs torchvision, both bf16 autocast + channels_last ({kind})"
+    if "anchor_bf16_cl" not in times.seconds:
+        return untimed_bf16_row(label, unit)
+    ours_value, anchor_value = times.median("ours_fast"), times.median("anchor_bf16_cl")
+    if unit == "img/s":
+        ours_value, anchor_value = n / ours_value, n / anchor_value
+    ratio = times.ratio("ours_fast", "anchor_bf16_cl")
+    return row(label, ours_value, anchor_value, unit, ratio, bf16_target(1.3))
 
 
 def synthetic_coco(n_images: int, n_classes: int = 80, seed: int = 0) -> tuple[dict, list[dict]]:

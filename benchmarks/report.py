@@ -82,7 +82,7 @@ def bf16_target(target, fp32_target=None):
     the fp32 target that the row must still meet when its default path falls back to fp32."""
     if cpu_has_native_bf16():
         return target
-    return NO_NATIVE_BF16 + (f"; fp32 {_target(fp32_target)}" if fp32_target is not None else "")
+    return NO_NATIVE_BF16 + (f"; fp32 {report_target(fp32_target)}" if fp32_target is not None else "")
 
 
 def _number(value) -> str:
@@ -94,7 +94,8 @@ def _number(value) -> str:
     return f"{value:.0f}" if magnitude >= 1000 else f"{value:.3g}" if magnitude >= 0.01 else f"{value:.2e}"
 
 
-def _target(value) -> str:
+def report_target(value) -> str:
+    """A row's target as the table shows it."""
     if value is None or value == "":
         return "-"
     return f">= {value}" if isinstance(value, (int, float)) else str(value)
@@ -116,7 +117,7 @@ def format_table(results: list[SuiteResult]) -> str:
             lines.append(
                 f"| {result.name} | {r.get('name', '?')} | {_number(r.get('ours'))} | "
                 f"{_number(r.get('anchor'))} | {r.get('unit', '')} | {ratio_text} | {util} | "
-                f"{_target(r.get('target'))} |"
+                f"{report_target(r.get('target'))} |"
             )
     return "\n".join(lines)
 
