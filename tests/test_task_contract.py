@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torchvision.ops import FrozenBatchNorm2d
 
 from backbones import ResNet
 from backbones.weights import extract_backbone
@@ -87,6 +88,19 @@ def test_train_evaluate_save_and_reload_give_identical_outputs(runs, name):
     x = example_input(name)
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(x), reference(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TASKS)
+def test_the_predict_tools_model_folds_every_batchnorm_and_gives_the_same_outputs(runs, name):
+    loaded = load_trained_model(runs[name]["checkpoint"])
+    folded = loaded.inference_model()
+    norms = (torch.nn.BatchNorm2d, FrozenBatchNorm2d)
+    assert not any(isinstance(m, norms) for m in folded.modules())
+    assert any(isinstance(m, norms) for m in loaded.model.modules())  # the loaded model is left as it was
+    x = example_input(name)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), loaded.model(x), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.slow

@@ -35,7 +35,7 @@ class TrainedModel:
 
     def inference_model(self, device: str | torch.device = "cpu") -> nn.Module:
         """An eval copy for predicting: every Conv+BN pair folded and the weights channels-last (the same
-        outputs to float rounding, 1.2-1.4x faster on a CPU; `backbones.prepare_for_inference`). Not for
+        outputs to float rounding, 1.1-1.3x faster on a CPU; `backbones.prepare_for_inference`). Not for
         fine-tuning: the folded copy has no BatchNorm left to train."""
         return prepare_for_inference(self.model).to(device)
 
