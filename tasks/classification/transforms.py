@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from .config import ClassificationDataConfig
 
 AUGMENTS = ("photo", "cifar", "none")
+# torchvision's search-free policies (one random op per image), applied after the crop and flip.
+AUTO_AUGMENTS = {"": None, "trivial": v2.TrivialAugmentWide, "rand": v2.RandAugment}
 
 
 @dataclass
@@ -25,6 +27,7 @@ class ClassificationAugmentConfig:
     policy: str = "photo"  # photo (RandomResizedCrop+flip+jitter) | cifar (RandomCrop pad 4 + flip) | none
     color_jitter: float = 0.4  # photo: brightness/contrast/saturation strength
     min_scale: float = 0.08  # photo: RandomResizedCrop lower scale bound
+    auto_augment: str = ""  # "" | trivial (TrivialAugmentWide) | rand (RandAugment), after crop and flip
     mixup_alpha: float = 0.0  # timm Mixup; 0 = off
     cutmix_alpha: float = 0.0  # timm CutMix; 0 = off
     mixup_prob: float = 1.0  # probability of mixing a batch when mixup or cutmix is on
@@ -56,6 +59,8 @@ def build_train_transform(cfg: ClassificationDataConfig) -> v2.Compose:
         if aug.color_jitter > 0:
             j = aug.color_jitter
             ops.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j))
+    if AUTO_AUGMENTS[aug.auto_augment] is not None:
+        ops.append(AUTO_AUGMENTS[aug.auto_augment]())
     return v2.Compose(ops + _to_tensor(cfg))
 
 

@@ -16,7 +16,7 @@ from tasks.engine.checks import check_one_of, check_range, invalid
 
 from .config import ClassificationConfig, ClassificationDataConfig, ClassificationModelConfig
 from .model import HEADS, POOLS
-from .transforms import AUGMENTS, ClassificationAugmentConfig
+from .transforms import AUGMENTS, AUTO_AUGMENTS, ClassificationAugmentConfig
 
 FORMATS = ("imagefolder", "csv")
 # Every image is decoded to RGB (tasks.common.images.read_pil), so the network always sees 3 channels.
@@ -78,6 +78,7 @@ def validate_data(data: ClassificationDataConfig, batch_size: int) -> None:
 def check_augment(aug: ClassificationAugmentConfig, batch_size: int) -> None:
     """The ``data.augment`` section."""
     check_one_of("data.augment.policy", aug.policy, AUGMENTS)
+    check_one_of("data.augment.auto_augment", aug.auto_augment, list(AUTO_AUGMENTS))
     check_range("data.augment.min_scale", aug.min_scale, 0.0, 1.0, low_open=True)
     check_range("data.augment.color_jitter", aug.color_jitter, 0.0, what="0 = no jitter")
     for key in ("mixup_alpha", "cutmix_alpha"):

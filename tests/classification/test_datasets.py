@@ -196,3 +196,23 @@ def test_eval_dataset_decodes_no_training_image(image_folder, monkeypatch):
     assert opened and not set(opened) & train_paths
     with pytest.raises(DataError, match=f"{corrupt.name}.*the training set"):
         task_for(image_folder, val_fraction=0.5).build_datasets()
+
+
+@pytest.mark.parametrize("auto_augment", ["trivial", "rand"])
+def test_auto_augment_adds_torchvision_policy_after_crop_and_flip(auto_augment):
+    import numpy as np
+    from PIL import Image
+    from torchvision.transforms import v2
+
+    from tasks.classification.config import ClassificationDataConfig
+    from tasks.classification.transforms import ClassificationAugmentConfig, build_train_transform
+
+    cfg = ClassificationDataConfig(
+        image_size=32, augment=ClassificationAugmentConfig(auto_augment=auto_augment)
+    )
+    transform = build_train_transform(cfg)
+    kinds = [type(t) for t in transform.transforms]
+    expected = v2.TrivialAugmentWide if auto_augment == "trivial" else v2.RandAugment
+    assert kinds.index(expected) == kinds.index(v2.RandomHorizontalFlip) + 2  # after the colour jitter
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 48, 3), dtype=np.uint8))
+    assert transform(image).shape == (3, 32, 32)

@@ -30,6 +30,10 @@ CONFIG = str(ROOT / "configs" / "classification" / "resnet18_imagefolder.yaml")
             "data.augment.policy=heavy",
             "data.augment.policy='heavy': expected one of ['photo', 'cifar', 'none']",
         ),
+        (
+            "data.augment.auto_augment=auto",
+            "data.augment.auto_augment='auto': expected one of ['', 'trivial', 'rand']",
+        ),
         ("data.classes=[ants]", "data.classes=['ants']: a classifier needs at least 2 classes"),
         ("data.classes=[ants,ants]", "data.classes=['ants', 'ants']: duplicate names ['ants']"),
         ("model.num_classes=1", "model.num_classes=1: must be 0 (the data's classes) or at least 2"),
