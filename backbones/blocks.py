@@ -1,7 +1,7 @@
-"""Residual blocks: torchvision's BasicBlock/Bottleneck layout, plus pre-activation variants.
+"""Residual blocks: torchvision's BasicBlock/Bottleneck layout, pre-activation variants and Res2Net.
 
 Attribute names (``conv1``, ``bn1``, ..., ``downsample``, ``se``) follow torchvision and timm so that their
-checkpoints load without renaming. Squeeze-excitation and stochastic depth come from timm.
+checkpoints load without renaming. Squeeze-excitation, stochastic depth and the Res2Net block come from timm.
 """
 
 from __future__ import annotations
@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from timm.layers import DropPath, SEModule
+from timm.models.res2net import Bottle2neck as TimmBottle2neck
 from torch import nn
 
 NormLayer = Callable[[int], nn.Module]
@@ -57,6 +59,33 @@ def make_downsample(
     if norm_layer is not None:
         layers.append(norm_layer(out_planes))
     return nn.Sequential(*layers)
+
+
+class ZeroPadShortcut(nn.Module):
+    """Parameter-free shortcut, option A of He et al. 2016 (section 4.2, the CIFAR ResNets).
+
+    Subsamples by taking every ``stride``-th pixel and appends zero channels up to ``out_planes``.
+    Written here because neither torchvision nor timm has it (both only offer projections).
+    """
+
+    def __init__(self, in_planes: int, out_planes: int, stride: int) -> None:
+        super().__init__()
+        if out_planes < in_planes:
+            raise ValueError(
+                f"shortcut='zero_pad' cannot reduce channels ({in_planes} -> {out_planes}); "
+                "use shortcut='projection'"
+            )
+        self.extra_channels = out_planes - in_planes
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride > 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        # F.pad's last pair pads dimension 1 (channels) of an (N, C, H, W) tensor: zeros after the input's.
+        return F.pad(x, (0, 0, 0, 0, 0, self.extra_channels)) if self.extra_channels else x
+
+    def extra_repr(self) -> str:
+        return f"stride={self.stride}, extra_channels={self.extra_channels}"
 
 
 class BasicBlock(nn.Module):
@@ -260,3 +289,66 @@ class PreActBottleneck(nn.Module):
         out = self.drop_path(out)
         out += identity  # in place: nothing autograd saved is overwritten
         return out
+
+
+class Bottle2neck(TimmBottle2neck):
+    """Res2Net block (Gao et al. 2019): timm's ``Bottle2neck`` behind this package's block signature.
+
+    The 3x3 conv of a bottleneck is split into ``scale`` groups of ``width = floor(planes * base_width / 64)
+    * groups`` channels with hierarchical additions; the first block of a stage ("stage" type) average-pools
+    the last split instead. timm's module is used as it is, so its attribute names (``convs``, ``bns``,
+    ``pool``, ...) and its checkpoints carry over; this subclass only translates the arguments (``groups``
+    is timm's ``cardinality``, ``se`` its ``attn_layer``, ``drop_path`` a rate) and adds ``last_norm``.
+    """
+
+    expansion = 4
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        groups: int = 1,
+        base_width: int = 26,
+        dilation: int = 1,
+        first_dilation: int | None = None,
+        norm_layer: NormLayer = nn.BatchNorm2d,
+        se: bool = False,
+        drop_path: float = 0.0,
+        scale: int = 4,
+    ) -> None:
+        if scale < 1:
+            raise ValueError(f"scale must be a positive integer, got {scale!r}")
+        super().__init__(
+            inplanes,
+            planes,
+            stride=stride,
+            downsample=downsample,
+            cardinality=groups,
+            base_width=base_width,
+            scale=scale,
+            dilation=dilation,
+            first_dilation=first_dilation,
+            norm_layer=_channels_only(norm_layer),
+            attn_layer=SEModule if se else None,
+            drop_path=DropPath(drop_path) if drop_path > 0 else None,
+        )
+        self.stride = stride
+
+    def last_norm(self) -> nn.Module:
+        """The norm whose weight zero-init-last sets to 0 (the block then starts as identity)."""
+        return self.bn3
+
+
+def _channels_only(norm_layer: NormLayer) -> Callable[..., nn.Module]:
+    """``norm_layer`` called with the channel count alone.
+
+    timm's blocks pass ``device=``/``dtype=`` factory arguments; this package's ``norm_layer`` contract is
+    ``channels -> module`` (FrozenBatchNorm2d and the GroupNorm factory of the configs take no others).
+    """
+
+    def build(channels: int, **_factory_kwargs) -> nn.Module:
+        return norm_layer(channels)
+
+    return build

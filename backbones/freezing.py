@@ -39,7 +39,7 @@ def freeze_stage_norms(model: ResNet) -> ResNet:
                 convert_frozen_batchnorm(model.conv1)
         else:
             convert_frozen_batchnorm(getattr(model, f"layer{level}"))
-            if level == 4:
+            if level == model.num_stages:  # the last stage owns the pre-activation nets' final BN-ReLU
                 convert_frozen_batchnorm(model.final_norm)
     return model
 

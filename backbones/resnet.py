@@ -1,8 +1,10 @@
 """The ResNet family as one configurable class.
 
 Levels follow timm: 0 is the stem (conv1/bn1/relu, before the max-pool), 1..4 are layer1..layer4 (the
-max-pool belongs to level 1). ``feature_info`` is written by the loop that builds the stages, so it cannot
-drift from what ``forward`` returns. Attribute names follow torchvision, so its checkpoints load as they are.
+max-pool belongs to level 1). A net with fewer stages (the CIFAR ResNets and WRN-28-10 have three) has
+levels 0..3 and no level 4; -1 is always its last stage. ``feature_info`` is written by the loop that builds
+the stages, so it cannot drift from what ``forward`` returns. Attribute names follow torchvision (and timm
+for the Res2Net block), so their checkpoints load as they are.
 """
 
 from __future__ import annotations
@@ -18,7 +20,17 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .blocks import BasicBlock, Bottleneck, NormLayer, PreActBasicBlock, PreActBottleneck, make_downsample
+from .blocks import (
+    BasicBlock,
+    Bottle2neck,
+    Bottleneck,
+    NormLayer,
+    PreActBasicBlock,
+    PreActBottleneck,
+    ZeroPadShortcut,
+    make_downsample,
+)
+from .dcn import add_deformable_convs
 
 # depth -> (block kind, blocks per stage): the OpenMMLab-style table in place of one factory per depth.
 DEPTHS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
@@ -31,12 +43,16 @@ DEPTHS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
 BLOCKS = {
     ("basic", False): BasicBlock,
     ("bottleneck", False): Bottleneck,
+    ("bottle2neck", False): Bottle2neck,
     ("basic", True): PreActBasicBlock,
     ("bottleneck", True): PreActBottleneck,
 }
+BLOCK_TYPES = ("basic", "bottleneck", "bottle2neck")
 STEM_TYPES = ("default", "deep", "small")
+SHORTCUTS = ("projection", "zero_pad")
 OUTPUT_STRIDES = (8, 16, 32)
-NUM_LEVELS = 5
+STAGE_CHANNELS = (64, 128, 256, 512)  # base widths (planes) of layer1..layer4 in the ImageNet nets
+NUM_LEVELS = 5  # stem + 4 stages; a net with k stages has k + 1 levels (ResNet.num_levels)
 LEVEL_NAMES = ("stem", "layer1", "layer2", "layer3", "layer4")
 
 
@@ -70,32 +86,107 @@ def _one_of(name: str, value, allowed) -> None:
         raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
 
 
-def normalize_out_indices(out_indices: Sequence[int] | int) -> tuple[int, ...]:
-    """Turn user levels (negatives allowed, -1 = layer4) into sorted-as-given non-negative levels."""
+def normalize_out_indices(out_indices: Sequence[int] | int, num_levels: int = NUM_LEVELS) -> tuple[int, ...]:
+    """Turn user levels (negatives allowed, -1 = the last stage) into non-negative levels, in the given order.
+
+    ``num_levels`` is the stem plus the number of stages: 5 for the ImageNet nets, 4 for the CIFAR ones.
+    """
     if isinstance(out_indices, int):
         out_indices = (out_indices,)
-    allowed = list(range(-NUM_LEVELS, NUM_LEVELS))
+    last = num_levels - 1
+    allowed = list(range(-num_levels, num_levels))
     levels = []
     for index in out_indices:
         if not isinstance(index, int) or index not in allowed:
             raise ValueError(
-                f"out_indices entries must be in {allowed} (0=stem, 1..4=layer1..layer4), got {index!r}"
+                f"out_indices entries must be in {allowed} (0=stem, 1..{last}=layer1..layer{last} of this "
+                f"{last}-stage ResNet), got {index!r}"
             )
-        levels.append(index % NUM_LEVELS)
+        levels.append(index % num_levels)
     if not levels:
-        raise ValueError("out_indices must name at least one level in 0..4")
+        raise ValueError(f"out_indices must name at least one level in 0..{last}")
     if len(set(levels)) != len(levels):
         raise ValueError(f"out_indices names a level twice: {tuple(out_indices)}")
     return tuple(levels)
+
+
+def stage_plan(
+    depth: int, block: str = "", layers: Sequence[int] | None = None
+) -> tuple[str, tuple[int, ...]]:
+    """Block type and blocks per stage: the row of :data:`DEPTHS` unless ``block``/``layers`` are given.
+
+    With ``layers`` (timm's name), the number of stages is ``len(layers)`` (1..4) and ``depth`` only names
+    the network (20 for ResNet-20); ``block`` is then needed unless ``depth`` is in :data:`DEPTHS`.
+    """
+    if layers is None:
+        if depth not in DEPTHS:
+            raise ValueError(
+                f"depth must be one of {list(DEPTHS)}, got {depth!r}; other depths need layers=... "
+                "(blocks per stage), as the CIFAR ResNets in ARCHS have"
+            )
+        default_block, layers = DEPTHS[depth]
+    else:
+        layers = tuple(layers)
+        if not 1 <= len(layers) <= len(STAGE_CHANNELS) or not all(
+            isinstance(n, int) and n >= 1 for n in layers
+        ):
+            raise ValueError(
+                f"layers must give 1 to {len(STAGE_CHANNELS)} positive block counts (one per stage), "
+                f"got {layers!r}"
+            )
+        if not isinstance(depth, int) or depth < 1:
+            raise ValueError(f"depth must be a positive integer, got {depth!r}")
+        default_block = DEPTHS[depth][0] if depth in DEPTHS else ""
+    block = block or default_block
+    if not block:
+        raise ValueError(f"depth={depth} is not in DEPTHS: give block, one of {list(BLOCK_TYPES)}")
+    _one_of("block", block, BLOCK_TYPES)
+    return block, layers
+
+
+def arch_num_levels(arch: str) -> int:
+    """Levels of an :data:`ARCHS` architecture without building it: the stem plus its stages (5 or 4)."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; available: {sorted(ARCHS)}")
+    kwargs = ARCHS[arch][0]
+    _, layers = stage_plan(kwargs.get("depth", 50), kwargs.get("block", ""), kwargs.get("layers"))
+    return len(layers) + 1
+
+
+def _stage_channels(channels: Sequence[int] | None, num_stages: int) -> tuple[int, ...]:
+    if channels is None:
+        return STAGE_CHANNELS[:num_stages]
+    channels = tuple(channels)
+    if len(channels) != num_stages or not all(isinstance(c, int) and c >= 1 for c in channels):
+        raise ValueError(
+            f"channels must give one positive width per stage ({num_stages} stages), got {channels!r}"
+        )
+    return channels
+
+
+def _shortcut(
+    kind: str, in_planes: int, out_planes: int, stride: int, norm_layer: NormLayer | None, avg_down: bool
+) -> nn.Module:
+    """The first block's shortcut where the shape changes: a projection (option B) or zero-padding (A)."""
+    if kind == "zero_pad":
+        return ZeroPadShortcut(in_planes, out_planes, stride)
+    return make_downsample(in_planes, out_planes, stride, norm_layer, avg_down)
 
 
 class ResNet(nn.Module):
     """ResNet backbone returning an ordered dict of the levels in ``out_indices``.
 
     Args:
-        depth: 18, 34, 50, 101 or 152.
-        out_indices: levels to return, 0=stem (stride 2), 1..4=layer1..layer4; negatives count from layer4.
-        frozen_stages: -1 trains everything, 0 freezes the stem, k freezes the stem and layer1..layerk.
+        depth: 18, 34, 50, 101 or 152 (blocks per stage from :data:`DEPTHS`); with ``layers``, any positive
+            number naming the network (20 for ResNet-20).
+        layers: blocks per stage, overriding the depth's; its length (1..4) is the number of stages.
+        block: "basic", "bottleneck" or "bottle2neck" (Res2Net); "" = the depth's own.
+        channels: base width (``planes``) of each stage, (64, 128, 256, 512) by default; a stage outputs
+            ``planes * block.expansion`` channels.
+        out_indices: levels to return, 0=stem (stride 2), 1..4=layer1..layer4 (1..3 for a 3-stage net,
+            which has no level 4); negatives count from the last stage. None = every stage.
+        frozen_stages: -1 trains everything, 0 freezes the stem, k freezes the stem and layer1..layerk
+            (up to the number of stages).
             Frozen means ``requires_grad=False`` and BatchNorm statistics that never move, also after
             ``model.train()``; frozen stages run without autograd so they keep no activations.
         norm_eval: keep every BatchNorm in eval mode while training (small-batch detection).
@@ -106,23 +197,33 @@ class ResNet(nn.Module):
         stem_type: "default" (7x7/2 conv + 3x3/2 max-pool), "deep" (three 3x3 convs, ResNet-C/D) or "small"
             (one 3x3/1 conv and no max-pool, for 32x32 images).
         stem_width: width of the first two convs of the deep stem.
+        stem_channels: output channels of the stem (64; 16 for the CIFAR ResNets and WRN-28-10).
+        shortcut: where a block changes shape, "projection" (1x1 conv + norm, option B of He et al. 2016)
+            or "zero_pad" (parameter-free subsampling and zero channels, option A, the CIFAR nets' own).
         avg_down: average-pool shortcut (ResNet-D).
+        scale: Res2Net scale, the number of channel groups the 3x3 conv is split into (block="bottle2neck").
         se: squeeze-excitation in every block.
-        preact: pre-activation blocks (ResNet v2, BN-ReLU-conv) with a final BN-ReLU after layer4.
+        preact: pre-activation blocks (ResNet v2, BN-ReLU-conv) with a final BN-ReLU after the last stage.
         output_stride: 32, 16 or 8; smaller values replace the last strides by dilation (DeepLab).
         zero_init_last: zero the last BN weight of each block so it starts as identity (Goyal et al. 2017).
         drop_path_rate: stochastic depth, increasing linearly over blocks to this rate (Huang et al. 2016).
         norm_layer: a callable ``channels -> module``, BatchNorm2d by default (e.g. FrozenBatchNorm2d or a
             GroupNorm factory).
-        grad_checkpointing: recompute layer1..layer4 in backward instead of keeping their activations
+        grad_checkpointing: recompute every stage in backward instead of keeping its activations
             (see :meth:`set_grad_checkpointing`).
+        dcn_stages: stage levels (1..4 = layer1..layer4) whose blocks get a modulated deformable 3x3 conv
+            (DCNv2, :mod:`backbones.dcn`), e.g. (2, 3, 4) as mmdet's ``dconv_c3-c5``. Plain checkpoints load
+            into them; at initialisation the network computes exactly what the plain one does.
     """
 
     def __init__(
         self,
         depth: int = 50,
         *,
-        out_indices: Sequence[int] | int = (1, 2, 3, 4),
+        layers: Sequence[int] | None = None,
+        block: str = "",
+        channels: Sequence[int] | None = None,
+        out_indices: Sequence[int] | int | None = None,
         frozen_stages: int = -1,
         norm_eval: bool = False,
         in_chans: int = 3,
@@ -131,7 +232,10 @@ class ResNet(nn.Module):
         width_per_group: int = 64,
         stem_type: str = "default",
         stem_width: int = 32,
+        stem_channels: int = 64,
+        shortcut: str = "projection",
         avg_down: bool = False,
+        scale: int = 4,
         se: bool = False,
         preact: bool = False,
         output_stride: int = 32,
@@ -139,22 +243,35 @@ class ResNet(nn.Module):
         drop_path_rate: float = 0.0,
         norm_layer: NormLayer | None = None,
         grad_checkpointing: bool = False,
+        dcn_stages: Sequence[int] = (),
     ) -> None:
         super().__init__()
-        _one_of("depth", depth, DEPTHS)
+        block_kind, stage_blocks = stage_plan(depth, block, layers)
+        num_levels = len(stage_blocks) + 1
+        stage_channels = _stage_channels(channels, len(stage_blocks))
         _one_of("stem_type", stem_type, STEM_TYPES)
+        _one_of("shortcut", shortcut, SHORTCUTS)
         _one_of("output_stride", output_stride, OUTPUT_STRIDES)
-        _one_of("frozen_stages", frozen_stages, range(-1, NUM_LEVELS))
-        if not isinstance(in_chans, int) or in_chans < 1:
-            raise ValueError(f"in_chans must be a positive integer, got {in_chans!r}")
+        _one_of("frozen_stages", frozen_stages, range(-1, num_levels))
+        for name, value in (("in_chans", in_chans), ("stem_channels", stem_channels), ("scale", scale)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate!r}")
-        block_kind, stage_blocks = DEPTHS[depth]
-        block = BLOCKS[(block_kind, preact)]
+        if (block_kind, preact) not in BLOCKS:
+            raise ValueError(f"preact=True needs block 'basic' or 'bottleneck', got {block_kind!r}")
+        if avg_down and shortcut != "projection":
+            raise ValueError("avg_down=True changes the projection shortcut: it needs shortcut='projection'")
+        block_cls = BLOCKS[(block_kind, preact)]
+        block_kwargs = {"scale": scale} if block_kind == "bottle2neck" else {}
         norm_layer = norm_layer or nn.BatchNorm2d
 
         self.depth = depth
-        self.out_indices = normalize_out_indices(out_indices)
+        self.num_stages = len(stage_blocks)
+        self.num_levels = num_levels
+        if out_indices is None:
+            out_indices = tuple(range(1, num_levels))
+        self.out_indices = normalize_out_indices(out_indices, num_levels)
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.in_chans = in_chans
@@ -172,43 +289,43 @@ class ResNet(nn.Module):
                 nn.Conv2d(stem_width, stem_width, 3, stride=1, padding=1, bias=False),
                 norm_layer(stem_width),
                 nn.ReLU(inplace=True),
-                nn.Conv2d(stem_width, 64, 3, stride=1, padding=1, bias=False),
+                nn.Conv2d(stem_width, stem_channels, 3, stride=1, padding=1, bias=False),
             )
         elif stem_type == "small":
-            self.conv1 = nn.Conv2d(in_chans, 64, 3, stride=1, padding=1, bias=False)
+            self.conv1 = nn.Conv2d(in_chans, stem_channels, 3, stride=1, padding=1, bias=False)
         else:
-            self.conv1 = nn.Conv2d(in_chans, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = norm_layer(64)
+            self.conv1 = nn.Conv2d(in_chans, stem_channels, 7, stride=2, padding=3, bias=False)
+        self.bn1 = norm_layer(stem_channels)
         self.relu = nn.ReLU(inplace=True)
         stem_stride = 1 if stem_type == "small" else 2
         self.maxpool: nn.Module = (
             nn.Identity() if stem_type == "small" else nn.MaxPool2d(3, stride=2, padding=1)
         )
 
-        # Stages (levels 1..4); feature_info is recorded by this same loop.
-        all_info = [FeatureInfo("stem", 64, stem_stride, 0)]
+        # Stages (levels 1..num_stages); feature_info is recorded by this same loop.
+        all_info = [FeatureInfo("stem", stem_channels, stem_stride, 0)]
         stride = stem_stride * (1 if stem_type == "small" else 2)  # after the max-pool
         dilation = 1
-        inplanes = 64
+        inplanes = stem_channels
         total_blocks = sum(stage_blocks)
         block_index = 0
-        for level, (planes, num_blocks) in enumerate(zip((64, 128, 256, 512), stage_blocks), start=1):
+        for level, (planes, num_blocks) in enumerate(zip(stage_channels, stage_blocks), start=1):
             stage_stride = 1 if level == 1 else 2
             first_dilation = dilation
             if level > 1 and stride * stage_stride > output_stride:
                 dilation *= stage_stride
                 stage_stride = 1
             stride *= stage_stride
-            out_planes = planes * block.expansion
+            out_planes = planes * block_cls.expansion
             downsample = None
             if stage_stride != 1 or inplanes != out_planes:
-                downsample = make_downsample(
-                    inplanes, out_planes, stage_stride, None if preact else norm_layer, avg_down
+                downsample = _shortcut(
+                    shortcut, inplanes, out_planes, stage_stride, None if preact else norm_layer, avg_down
                 )
             blocks = []
             for i in range(num_blocks):
                 blocks.append(
-                    block(
+                    block_cls(
                         inplanes if i == 0 else out_planes,
                         planes,
                         stride=stage_stride if i == 0 else 1,
@@ -220,13 +337,14 @@ class ResNet(nn.Module):
                         norm_layer=norm_layer,
                         se=se,
                         drop_path=drop_path_rate * block_index / max(total_blocks - 1, 1),
+                        **block_kwargs,
                     )
                 )
                 block_index += 1
             self.add_module(f"layer{level}", nn.Sequential(*blocks))
             inplanes = out_planes
             all_info.append(FeatureInfo(f"layer{level}", out_planes, stride, level))
-        # Pre-activation nets leave layer4 un-normalised: the paper's final BN-ReLU belongs to level 4.
+        # Pre-activation nets leave the last stage un-normalised: the paper's final BN-ReLU belongs to it.
         self.final_norm: nn.Module = (
             nn.Sequential(norm_layer(inplanes), nn.ReLU(inplace=True)) if preact else nn.Identity()
         )
@@ -240,6 +358,7 @@ class ResNet(nn.Module):
         self.min_input_size = all_info[self._last_level].stride
 
         self._init_weights(zero_init_last)
+        self.dcn_stages = add_deformable_convs(self, dcn_stages)  # after the init: offsets start at zero
         self._apply_freeze()
         self._hold_frozen_norms()  # a new module is in train mode: frozen statistics must not move either
         self.register_load_state_dict_post_hook(_mark_loaded)
@@ -247,11 +366,15 @@ class ResNet(nn.Module):
     # ----------------------------------------------------------------------------------------- structure
     def stage_modules(self, level: int) -> list[nn.Module]:
         """Modules that make up one level (0 = stem); used by freezing and summaries."""
+        if not isinstance(level, int) or not 0 <= level < self.num_levels:
+            raise ValueError(
+                f"level must be in 0..{self.num_levels - 1} for this {self.num_stages}-stage ResNet, "
+                f"got {level!r}"
+            )
         if level == 0:
             return [self.conv1, self.bn1]
-        if level == 4:
-            return [self.layer4, self.final_norm]
-        return [getattr(self, f"layer{level}")]
+        stage = getattr(self, f"layer{level}")
+        return [stage, self.final_norm] if level == self.num_stages else [stage]
 
     def _init_weights(self, zero_init_last: bool) -> None:
         # Kaiming (fan_out) as torchvision and timm do; BN starts as identity.
@@ -303,7 +426,7 @@ class ResNet(nn.Module):
 
     # ----------------------------------------------------------------------------------------- checkpointing
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Keep only the input of each of layer1..layer4 for backward and recompute the rest there.
+        """Keep only the input of each stage (layer1, layer2, ...) for backward and recompute the rest there.
 
         Far fewer activations are held from forward to backward, and the peak in backward (one level
         recomputed at a time) drops too, for about one more forward pass per step. It applies to training
@@ -337,14 +460,13 @@ class ResNet(nn.Module):
             )
 
     def forward_level(self, level: int, x: torch.Tensor) -> torch.Tensor:
-        """Run one level (0 = stem, 1..4 = layer1..layer4) on the output of the level before it."""
+        """Run one level (0 = stem, 1.. = layer1..) on the output of the level before it."""
         if level == 0:
             return self.relu(self.bn1(self.conv1(x)))
         if level == 1:
-            return self.layer1(self.maxpool(x))
-        if level == 4:
-            return self.final_norm(self.layer4(x))
-        return getattr(self, f"layer{level}")(x)
+            x = self.maxpool(x)
+        x = getattr(self, f"layer{level}")(x)
+        return self.final_norm(x) if level == self.num_stages else x
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         """Return ``{name: feature}`` for the levels in ``out_indices``, in that order."""
@@ -400,6 +522,20 @@ def _mark_loaded(module: nn.Module, incompatible_keys) -> None:
     module.pretrained_loaded = True
 
 
+def _cifar_resnet(depth: int) -> dict:
+    """He et al. 2016, section 4.2: 3 stages of (depth - 2) / 6 basic blocks, 16/32/64 wide, strides 1/2/2,
+    on a 3x3 16-channel stem without max-pool, with the paper's parameter-free shortcut (option A)."""
+    return dict(
+        depth=depth,
+        layers=((depth - 2) // 6,) * 3,
+        block="basic",
+        channels=(16, 32, 64),
+        stem_type="small",
+        stem_channels=16,
+        shortcut="zero_pad",
+    )
+
+
 # Architectures: name -> (ResNet keyword arguments, torchvision builder name or None). A plain table, so the
 # class that is built is always ResNet and the arguments are visible here.
 ARCHS: dict[str, tuple[dict, str | None]] = {
@@ -420,6 +556,30 @@ ARCHS: dict[str, tuple[dict, str | None]] = {
     "seresnet50": (dict(depth=50, se=True), None),
     "preact_resnet18": (dict(depth=18, preact=True), None),
     "preact_resnet50": (dict(depth=50, preact=True), None),
+    # CIFAR ResNets (3 stages: levels 0..3, no layer4).
+    "resnet20": (_cifar_resnet(20), None),
+    "resnet32": (_cifar_resnet(32), None),
+    "resnet44": (_cifar_resnet(44), None),
+    "resnet56": (_cifar_resnet(56), None),
+    "resnet110": (_cifar_resnet(110), None),
+    # WRN-28-10 (Zagoruyko & Komodakis 2016): (28 - 4) / 6 = 4 pre-activation basic blocks per stage, widths
+    # 16/32/64 times 10, projection shortcuts where the width changes, a final BN-ReLU.
+    "wide_resnet28_10": (
+        dict(
+            depth=28,
+            layers=(4, 4, 4),
+            block="basic",
+            channels=(160, 320, 640),
+            stem_type="small",
+            stem_channels=16,
+            preact=True,
+        ),
+        None,
+    ),
+    # Res2Net (Gao et al. 2019), timm's layout: width per split 26 (48), 4 (2) splits.
+    "res2net50_26w_4s": (dict(depth=50, block="bottle2neck", width_per_group=26, scale=4), None),
+    "res2net50_48w_2s": (dict(depth=50, block="bottle2neck", width_per_group=48, scale=2), None),
+    "res2net101_26w_4s": (dict(depth=101, block="bottle2neck", width_per_group=26, scale=4), None),
 }
 
 
@@ -427,7 +587,8 @@ def create_backbone(arch: str, weights: str | None = None, partial_load: bool = 
     """Build a ResNet by architecture name, optionally loading weights.
 
     Args:
-        arch: a key of :data:`ARCHS` (e.g. "resnet50", "resnext50_32x4d", "resnet50d").
+        arch: a key of :data:`ARCHS` (e.g. "resnet50", "resnext50_32x4d", "resnet50d", "resnet20",
+            "wide_resnet28_10", "res2net50_26w_4s").
         weights: None, a torchvision weight name ("IMAGENET1K_V2", "DEFAULT"), a timm name
             ("resnet50.a1_in1k"), a local file or a URL, also a whole-model checkpoint (classifier,
             detector, U-Net, ...) whose backbone is taken. See :func:`backbones.weights.load_pretrained`.
@@ -467,3 +628,12 @@ wide_resnet50_2 = _builder("wide_resnet50_2")
 wide_resnet101_2 = _builder("wide_resnet101_2")
 resnet50d = _builder("resnet50d")
 seresnet50 = _builder("seresnet50")
+resnet20 = _builder("resnet20")
+resnet32 = _builder("resnet32")
+resnet44 = _builder("resnet44")
+resnet56 = _builder("resnet56")
+resnet110 = _builder("resnet110")
+wide_resnet28_10 = _builder("wide_resnet28_10")
+res2net50_26w_4s = _builder("res2net50_26w_4s")
+res2net50_48w_2s = _builder("res2net50_48w_2s")
+res2net101_26w_4s = _builder("res2net101_26w_4s")

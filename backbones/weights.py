@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from .dcn import offset_predictor_keys
 from .errors import UserError
 from .resnet import ARCHS, ResNet
 
@@ -51,6 +52,9 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)
     reshaped: list[str] = field(default_factory=list)
     dropped_head: list[str] = field(default_factory=list)
+    # New layers a plain checkpoint has no tensors for and that start at a value that keeps the network
+    # the checkpoint's (the zero offset predictors of deformable convs): not missing.
+    initialised: list[str] = field(default_factory=list)
     adapted_input_conv: str | None = None
 
     def backbone_problems(self) -> list[str]:
@@ -90,6 +94,7 @@ class LoadReport:
             ("unexpected (ignored)", self.unexpected),
             ("reshaped (shape differs, left at initial values)", self.reshaped),
             ("classifier head dropped", self.dropped_head),
+            ("new layers at their zero start (deformable offsets)", self.initialised),
         ):
             if keys:
                 shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
@@ -278,7 +283,11 @@ def load_state_dict_report(
         else:
             usable[key] = value
     report.loaded = sorted(usable)
-    report.missing = sorted(k for k in own if k not in usable and not k.endswith("num_batches_tracked"))
+    fresh = set(offset_predictor_keys(model))
+    report.initialised = sorted(fresh - set(usable))
+    report.missing = sorted(
+        k for k in own if k not in usable and k not in fresh and not k.endswith("num_batches_tracked")
+    )
     # num_batches_tracked may be absent from older checkpoints; it does not affect outputs.
     backbone_keys = [k for k in own if not k.startswith(CLASSIFIER_PREFIX)]
     if not any(k in usable for k in backbone_keys):
@@ -292,6 +301,7 @@ def load_state_dict_report(
             f"{source} fills only part of this {model.depth}-layer ResNet: {'; '.join(problems)}. "
             "Is it a checkpoint of another architecture? Allow a partial load explicitly "
             "(partial_load=True; in a config: model.backbone.partial_load=true) to load what fits."
+            + _deformable_hint(report.unexpected)
         )
     model.load_state_dict(usable, strict=False)
     model.load_report = report
@@ -304,6 +314,18 @@ def load_state_dict_report(
     else:
         log.info("%s", report)
     return report
+
+
+def _deformable_hint(unexpected: list[str]) -> str:
+    """A pointer to ``dcn_stages`` when the checkpoint has deformable convs that the model lacks."""
+    levels = sorted({int(key[5]) for key in unexpected if key.startswith("layer") and ".conv_offset." in key})
+    if not levels:
+        return ""
+    layers = ", ".join(f"layer{level}" for level in levels)
+    return (
+        f" The checkpoint has deformable convs in {layers}: build the backbone with dcn_stages={levels} "
+        f"(in a config: model.backbone.dcn_stages={levels})."
+    )
 
 
 def load_pretrained(

@@ -86,7 +86,8 @@ def build_classifier(
     """
     if num_classes < 1:
         raise ValueError(f"num_classes={num_classes}: need at least one class")
-    backbone = build_backbone(cfg.backbone, out_indices=(4,), load_weights=load_weights)
+    # -1 = the last stage: layer4, or layer3 of the 3-stage CIFAR nets
+    backbone = build_backbone(cfg.backbone, out_indices=(-1,), load_weights=load_weights)
     head = ClassificationHead(
         backbone.feature_info.channels[-1], num_classes, cfg.pool, cfg.dropout, cfg.head, cfg.cosine_scale
     )

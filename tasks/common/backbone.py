@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from backbones import ARCHS, ResNet, create_backbone
-from tasks.engine.checks import check_one_of, check_range
+from backbones import ARCHS, ResNet, arch_num_levels, create_backbone
+from tasks.engine.checks import check_one_of, check_range, invalid
 from tasks.engine.config import ConfigError, config_to_dict
 
 STEM_TYPES = ("default", "deep", "small")
@@ -56,7 +56,8 @@ MOVED_BACKBONE_KEYS = {
 class BackboneConfig:
     """The ResNet under every task's head (section `model.backbone:`)."""
 
-    arch: str = "resnet50"  # any backbones.ARCHS key: resnet18..152, resnext*, wide_resnet*, resnet*d, ...
+    # a backbones.ARCHS key: resnet18..152, resnext*, wide_resnet*, resnet*d, res2net*, 3-stage resnet20..110
+    arch: str = "resnet50"
     weights: str = ""  # "" = random init; torchvision name, timm tag, file, URL, or any tool's checkpoint
     partial_load: bool = False  # accept weights that fill only part of the backbone (else an error)
     in_chans: int = 3  # input channels; pretrained RGB weights are adapted (1: sum, C: repeat * 3/C)
@@ -68,6 +69,8 @@ class BackboneConfig:
     drop_path_rate: float = 0.0  # stochastic depth, linear over the blocks
     output_stride: int = 32  # 32 | 16 | 8: later strides become dilation (DeepLab)
     grad_checkpointing: bool = False  # recompute layer1..4 in backward: less activation memory, slower steps
+    # levels (1..4 = layer1..4) whose 3x3 convs become modulated deformable convs (DCNv2); [] = none
+    dcn_stages: list[int] = field(default_factory=list)
 
 
 def validate_backbone(cfg: BackboneConfig, where: str = "model.backbone") -> None:
@@ -76,10 +79,40 @@ def validate_backbone(cfg: BackboneConfig, where: str = "model.backbone") -> Non
     check_one_of(f"{where}.stem_type", cfg.stem_type, ["", *STEM_TYPES])
     check_one_of(f"{where}.norm", cfg.norm, NORMS)
     check_one_of(f"{where}.output_stride", cfg.output_stride, OUTPUT_STRIDES)
-    check_one_of(f"{where}.frozen_stages", cfg.frozen_stages, range(-1, 5))
+    check_one_of(f"{where}.frozen_stages", cfg.frozen_stages, range(-1, arch_num_levels(cfg.arch)))
     check_range(f"{where}.in_chans", cfg.in_chans, 1)
     check_range(f"{where}.norm_groups", cfg.norm_groups, 1)
     check_range(f"{where}.drop_path_rate", cfg.drop_path_rate, 0.0, 1.0, high_open=True)
+    stages = list(range(1, arch_num_levels(cfg.arch)))  # 1..4, or 1..3 for the 3-stage CIFAR nets
+    levels = cfg.dcn_stages
+    if not all(level in stages for level in levels) or len(set(levels)) != len(levels):
+        raise invalid(
+            f"{where}.dcn_stages",
+            levels,
+            f"expected distinct stage levels of {cfg.arch} from {stages} (layer1..layer{stages[-1]}), "
+            f"e.g. {stages[1:]}",
+        )
+    if levels and ARCHS[cfg.arch][0].get("block") == "bottle2neck":
+        raise invalid(
+            f"{where}.dcn_stages",
+            levels,
+            f"{cfg.arch} splits each 3x3 conv into Res2Net groups; deformable convs replace the one 3x3 conv "
+            "of resnet/resnext blocks: choose such an arch or dcn_stages=[]",
+        )
+
+
+def check_levels(arch: str, out_indices: Sequence[int], where: str = "model.backbone") -> None:
+    """Refuse a head that reads levels the arch lacks (level 4 of a 3-stage CIFAR net), naming the arch."""
+    num_levels = arch_num_levels(arch)
+    missing = [level for level in out_indices if not -num_levels <= level < num_levels]
+    if missing:
+        raise invalid(
+            f"{where}.arch",
+            arch,
+            f"this model reads backbone levels {list(out_indices)}, but {arch} has {num_levels - 1} "
+            f"stages (levels 0..{num_levels - 1}, no level {missing[0]}); "
+            "choose a 4-stage arch, e.g. resnet18",
+        )
 
 
 def norm_layer(cfg: BackboneConfig) -> type[nn.Module] | functools.partial | None:
@@ -117,6 +150,7 @@ def build_backbone(cfg: BackboneConfig, out_indices: Sequence[int], load_weights
         load_weights: load `cfg.weights` (off when a whole checkpoint is loaded right after).
     """
     validate_backbone(cfg)
+    check_levels(cfg.arch, out_indices)
     kwargs = dict(
         out_indices=tuple(out_indices),
         in_chans=cfg.in_chans,
@@ -126,6 +160,7 @@ def build_backbone(cfg: BackboneConfig, out_indices: Sequence[int], load_weights
         drop_path_rate=cfg.drop_path_rate,
         output_stride=cfg.output_stride,
         grad_checkpointing=cfg.grad_checkpointing,
+        dcn_stages=tuple(cfg.dcn_stages),
     )
     if cfg.stem_type:  # "" keeps the arch's own stem (resnet50d's deep stem)
         kwargs["stem_type"] = cfg.stem_type

@@ -66,13 +66,14 @@ def lr_parts(model: nn.Module, cfg: TrainConfig) -> list[tuple[str, float, set[i
     if not per_part_lrs(cfg):
         return [("model", 1.0, {id(p) for p in model.parameters()})]
     backbone = _find_backbone(model, cfg)
+    levels = STAGES[: backbone.num_levels]  # a 3-stage CIFAR net has no layer4
     stages = [
         (
             f"backbone.{stage}",
-            cfg.backbone_lr_mult * cfg.layer_decay ** (len(STAGES) - level),
+            cfg.backbone_lr_mult * cfg.layer_decay ** (len(levels) - level),
             {id(p) for module in backbone.stage_modules(level) for p in module.parameters()},
         )
-        for level, stage in enumerate(STAGES)
+        for level, stage in enumerate(levels)
     ]
     in_backbone = set().union(*(ids for _, _, ids in stages))
     if cfg.layer_decay == 1:
