@@ -1,8 +1,10 @@
-"""FPN adapter for our backbones and the Faster R-CNN builder (torchvision's detector, unchanged).
+"""FPN adapter for our backbones and the Faster R-CNN builders (torchvision's detector, unchanged).
 
 The adapter reads input widths and strides from ``backbone.feature_info`` and names its attributes like
 torchvision's ``BackboneWithFPN`` (``body``, ``fpn``), so torchvision detection checkpoints load with the
-same keys and users can hand it to ``torchvision.models.detection.FasterRCNN`` directly.
+same keys and users can hand it to ``torchvision.models.detection.FasterRCNN`` directly. The C4 layout
+(RPN on layer3, layer4 as the box head) is in `tasks.detection.c4`; `build_detector` picks by
+``model.head``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from backbones.weights import WeightsMismatchError
 from tasks.common.backbone import build_backbone, group_norm
 from tasks.engine.config import ConfigError
 
+from .c4 import C4_ANCHOR_SIZES, build_faster_rcnn_c4, check_head
 from .config import DetectionModelConfig
 
 EXTRA_LEVELS = ("pool", "p6p7", "none")
@@ -245,13 +248,14 @@ def load_torchvision_detector_weights(
 
 
 def build_detector(cfg: DetectionModelConfig, num_classes: int, *, load_weights: bool = True) -> FasterRCNN:
-    """Backbone + FPN + Faster R-CNN from the ``model`` config section.
+    """Backbone + FPN (``model.head=fpn``) or C4 (``c4``) Faster R-CNN from the ``model`` config section.
 
     Args:
         cfg: model section.
         num_classes: classes including background.
         load_weights: load ``cfg.weights`` / ``cfg.detector_weights`` (off when a full checkpoint follows).
     """
+    check_head(cfg)
     norm = cfg.backbone.norm
     if norm == "frozen_bn" and not (cfg.backbone.weights or cfg.detector_weights):
         warnings.warn(
@@ -260,8 +264,15 @@ def build_detector(cfg: DetectionModelConfig, num_classes: int, *, load_weights:
             UserWarning,
             stacklevel=2,
         )
-    fpn_norm = functools.partial(group_norm, groups=cfg.backbone.norm_groups) if norm == "gn" else None
     backbone = build_backbone(cfg.backbone, out_indices=cfg.out_indices, load_weights=load_weights)
+    if cfg.head == "c4":
+        return build_faster_rcnn_c4(
+            backbone,
+            num_classes,
+            anchor_sizes=cfg.anchor_sizes or C4_ANCHOR_SIZES,
+            **_detector_kwargs(cfg),
+        )
+    fpn_norm = functools.partial(group_norm, groups=cfg.backbone.norm_groups) if norm == "gn" else None
     model = build_faster_rcnn(
         backbone,
         num_classes,
@@ -269,6 +280,16 @@ def build_detector(cfg: DetectionModelConfig, num_classes: int, *, load_weights:
         extra_level=cfg.extra_level,
         fpn_norm_layer=fpn_norm,
         anchor_sizes=cfg.anchor_sizes or None,
+        **_detector_kwargs(cfg),
+    )
+    if load_weights and cfg.detector_weights:
+        load_detector_weights_file(model, cfg.detector_weights)
+    return model
+
+
+def _detector_kwargs(cfg: DetectionModelConfig) -> dict:
+    """The keyword arguments both layouts take from the config: resize, anchors' ratios, RPN and RoI heads."""
+    return dict(
         aspect_ratios=cfg.aspect_ratios,
         min_size=cfg.min_size[0] if len(cfg.min_size) == 1 else cfg.min_size,
         max_size=cfg.max_size,
@@ -291,19 +312,21 @@ def build_detector(cfg: DetectionModelConfig, num_classes: int, *, load_weights:
         box_batch_size_per_image=cfg.box_batch_size_per_image,
         box_positive_fraction=cfg.box_positive_fraction,
     )
-    if load_weights and cfg.detector_weights:
-        if not Path(cfg.detector_weights).is_file():
-            raise ConfigError(
-                f"model.detector_weights={cfg.detector_weights!r}: file not found (expected a "
-                "torchvision Faster R-CNN state dict, e.g. fasterrcnn_resnet50_fpn_coco-258fb6c6.pth)"
-            )
-        state = torch.load(cfg.detector_weights, map_location="cpu", weights_only=True)
-        skipped = load_torchvision_detector_weights(model, state, skip_mismatched=True)
-        if skipped:
-            warnings.warn(
-                f"model.detector_weights: {len(skipped)} tensor(s) with another shape were left "
-                f"at their initialisation (new classes): {skipped}",
-                UserWarning,
-                stacklevel=2,
-            )
-    return model
+
+
+def load_detector_weights_file(model: FasterRCNN, path: str) -> None:
+    """``model.detector_weights``: a torchvision Faster R-CNN state dict file; new-class layers stay new."""
+    if not Path(path).is_file():
+        raise ConfigError(
+            f"model.detector_weights={path!r}: file not found (expected a "
+            "torchvision Faster R-CNN state dict, e.g. fasterrcnn_resnet50_fpn_coco-258fb6c6.pth)"
+        )
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    skipped = load_torchvision_detector_weights(model, state, skip_mismatched=True)
+    if skipped:
+        warnings.warn(
+            f"model.detector_weights: {len(skipped)} tensor(s) with another shape were left "
+            f"at their initialisation (new classes): {skipped}",
+            UserWarning,
+            stacklevel=3,
+        )

@@ -11,6 +11,7 @@ from __future__ import annotations
 from tasks.common.backbone import validate_backbone
 from tasks.engine.checks import check_all_positive, check_one_of, check_range, check_unit, invalid
 
+from .c4 import check_head
 from .data_check import POLICIES
 
 
@@ -30,6 +31,7 @@ def _check_sampler(prefix: str, batch_size: int, positive_fraction: float) -> No
 
 def check_model(m) -> None:
     """The ``model`` section (DetectionModelConfig)."""
+    check_head(m)  # model.head first: with c4 it names the out_indices C4 needs
     if not m.out_indices or any(b <= a for a, b in zip(m.out_indices, m.out_indices[1:])):
         raise invalid(
             "model.out_indices", list(m.out_indices), "must be increasing backbone levels, e.g. [1, 2, 3, 4]"
