@@ -12,9 +12,11 @@ import json
 from pathlib import Path
 
 from tasks.common.images import list_images
+from tasks.common.tta import add_tta_argument, tta_from_cli
 from tasks.detection.data_check import DatasetError, load_coco_json
 from tasks.detection.metrics import CocoEvaluator, detections_to_coco
 from tasks.detection.predict import predict_images
+from tasks.detection.tta import check_eval_config
 from tasks.detection.visualize import draw_detections, save_png
 from tasks.engine.cli import exits_on_user_error
 from tasks.engine.loading import load_trained_model
@@ -33,9 +35,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-drawn", type=int, default=20, help="draw at most this many images (0: none)")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    add_tta_argument(parser)
+    parser.add_argument(
+        "--tta-min-sizes",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="SIZE",
+        help="test-time scales: short sides to detect at (default: the checkpoint's eval.tta_min_sizes; "
+        "--tta none clears them too)",
+    )
     args = parser.parse_args(argv)
     trained = load_trained_model(args.checkpoint)  # EMA weights when the run kept them
-    model, cmap = trained.inference_model(args.device), trained.task.categories()
+    _override_tta(trained.cfg.eval, args)
+    model = trained.task.tta_model(trained.inference_model(args.device))  # BN folded; TTA if asked for
+    cmap = trained.task.categories()
     paths = list_images(args.images)
     if args.gt:
         gt = load_coco_json(args.gt)
@@ -65,6 +79,16 @@ def main(argv: list[str] | None = None) -> int:
         metrics, _ = CocoEvaluator(gt).evaluate(results, source=str(out / "results.json"))
         print(json.dumps(metrics, indent=2))
     return 0
+
+
+def _override_tta(eval_cfg, args: argparse.Namespace) -> None:
+    """--tta and --tta-min-sizes in place of the checkpoint's eval.tta and eval.tta_min_sizes."""
+    eval_cfg.tta = tta_from_cli(args.tta, eval_cfg.tta)
+    if args.tta_min_sizes is not None:
+        eval_cfg.tta_min_sizes = list(args.tta_min_sizes)
+    elif args.tta == ["none"]:
+        eval_cfg.tta_min_sizes = []
+    check_eval_config(eval_cfg)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,10 @@ class ClassificationDataConfig:
     classes: list[str] = field(default_factory=list)  # fixed class list/order; [] = sorted names found
     val_fraction: float = 0.2  # seeded stratified split when no val set is given; 0 = no validation
     split_seed: int = 0
+    # k-fold cross-validation (tools/train_cv.py): 0 = off (the val_fraction split); else k >= 2 folds
+    num_folds: int = 0
+    fold: int = 0  # with num_folds: the fold validated on, 0..num_folds-1 (by image, stratified by class)
+    splits_file: str = ""  # with num_folds: the splits.json of the folds ("" = made from split_seed)
     image_size: int = 224
     resize_size: int = 0  # eval resize before the center crop; 0 = image_size / 0.875
     augment: ClassificationAugmentConfig = field(default_factory=ClassificationAugmentConfig)
@@ -59,9 +63,18 @@ class ClassificationDataConfig:
 
 
 @dataclass
+class ClassificationEvalConfig:
+    """Validation / prediction settings."""
+
+    # test-time augmentation, softmax probabilities averaged: [] = off; any of hflip, vflip, rotate90
+    tta: list[str] = field(default_factory=list)
+
+
+@dataclass
 class ClassificationConfig(RunConfig):
     """Full classification run config."""
 
     model: ClassificationModelConfig = field(default_factory=ClassificationModelConfig)
     data: ClassificationDataConfig = field(default_factory=ClassificationDataConfig)
+    eval: ClassificationEvalConfig = field(default_factory=ClassificationEvalConfig)
     output_dir: str = "runs/classification"

@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 from backbones.errors import UserError
 from tasks.common.files import has_junk_part, visible_children
 from tasks.common.images import IMAGE_SUFFIXES, ImageReadError, check_image, read_pil
+from tasks.common.kfold import FoldUnits, held_out, unique_units
 
 log = logging.getLogger("tasks.classification")
 
@@ -212,6 +213,34 @@ def stratified_split(
         val_idx += order[:n_val]
         train_idx += order[n_val:]
     return [samples[i] for i in sorted(train_idx)], [samples[i] for i in sorted(val_idx)]
+
+
+def sample_key(path: Path, base: Path) -> str:
+    """A sample's id in splits.json: its path relative to `base` (the data moves, the ids stay), or the
+    path itself for a file outside `base`."""
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def image_units(samples: Sequence[Sample], base: Path) -> FoldUnits:
+    """The images as k-fold units stratified by class (an image listed twice is one unit)."""
+    return unique_units("image", [sample_key(s.path, base) for s in samples], [s.label for s in samples])
+
+
+def fold_split(samples: Sequence[Sample], base: Path, data) -> tuple[list[Sample], list[Sample]]:
+    """(train, val) for fold ``data.fold`` of ``data.num_folds``: the seeded stratified folds of
+    `tasks.common.kfold`, or those of ``data.splits_file``.
+
+    Raises:
+        FoldError: bad fold settings, or a splits file made for other images.
+    """
+    units = image_units(samples, base)
+    val_keys = held_out(units, data.num_folds, data.fold, data.split_seed, data.splits_file)
+    train = [s for s in samples if sample_key(s.path, base) not in val_keys]
+    val = [s for s in samples if sample_key(s.path, base) in val_keys]
+    return train, val
 
 
 def check_images(samples: list[Sample], skip_corrupt: bool, what: str) -> list[Sample]:

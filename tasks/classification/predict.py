@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from tasks.common.images import read_pil
+from tasks.common.tta import with_tta
 
 
 @torch.no_grad()
@@ -24,9 +25,15 @@ def predict_images(
     transform: Callable,
     device: torch.device | str = "cpu",
     batch_size: int = 16,
+    tta: Sequence[str] = (),
 ) -> torch.Tensor:
-    """Softmax probabilities, shape (len(paths), classes), of the image files in order (on CPU)."""
-    model.eval().to(device)
+    """Softmax probabilities, shape (len(paths), classes), of the image files in order (on CPU).
+
+    Args:
+        tta: test-time augmentation transforms (`tasks.common.tta.TTA_TRANSFORMS`): the probabilities are
+            then the mean over their views (the run's own: ``trained.cfg.eval.tta``).
+    """
+    model = with_tta(model.eval().to(device), tta, "softmax", dense=False)
     batches = []
     for start in range(0, len(paths), batch_size):
         images = torch.stack([transform(read_pil(p)) for p in paths[start : start + batch_size]])

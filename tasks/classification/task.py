@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -11,6 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tasks.common.backbone import model_signature, upgrade_model_section
+from tasks.common.kfold import FoldUnits
+from tasks.common.tta import check_tta, with_tta
 from tasks.engine.monitor import progress, use_progress_bars
 from tasks.engine.registry import register_task
 from tasks.engine.task import Task
@@ -22,7 +25,9 @@ from .data import (
     Sample,
     check_images,
     csv_samples,
+    fold_split,
     folder_classes,
+    image_units,
     read_csv_list,
     require_every_class,
     require_two_folder_classes,
@@ -50,6 +55,7 @@ class ClassificationTask(Task):
     def __init__(self, cfg: ClassificationConfig) -> None:
         super().__init__(cfg)
         validate_config(cfg)  # every bad value fails here, before data, model or run folder exist
+        check_tta("eval.tta", cfg.eval.tta)
         self._classes: list[str] | None = None
         self._mixup = None
 
@@ -206,12 +212,64 @@ class ClassificationTask(Task):
         """
         data = self.cfg.data
         train, val = self._samples()
+        if data.num_folds:
+            self._require_one_image_set(val)
+            train, val = fold_split(train, self._fold_base(), data)
+            return train, val, f"fold {data.fold} of {data.num_folds}, stratified, seed {data.split_seed}"
         if val is not None:
             return train, val, "given"
         if data.val_fraction > 0:
             train, val = stratified_split(train, data.val_fraction, data.split_seed)
             return train, val, f"stratified {data.val_fraction:.0%} split, seed {data.split_seed}"
         return train, None, "no validation"
+
+    # -------------------------------------------------------------- cross-validation (train_cv)
+
+    def _fold_base(self) -> Path:
+        """What the image ids of splits.json are relative to: the image folder, or the CSV's base."""
+        data = self.cfg.data
+        if data.format == "imagefolder":
+            return self._folders()[0]
+        return Path(data.root) if data.root else Path(data.train_csv).parent
+
+    def _require_one_image_set(self, val: list[Sample] | None) -> None:
+        """k-fold makes every validation fold from the training images: a given val set has no place."""
+        if val is None:
+            return
+        data = self.cfg.data
+        given = "data.val_csv" if data.format == "csv" else f"the val folder {self._folders()[1]}"
+        raise DataError(
+            f"data.num_folds={data.num_folds}: k-fold cross-validation makes each validation fold from the "
+            f"training images, but a validation set is given ({given}). Drop it, or point at one image "
+            "folder with data.train_dir=DIR and data.root=''"
+        )
+
+    def fold_units(self) -> FoldUnits:
+        """The training images with their classes (listing only): tools/train_cv.py's stratified folds."""
+        train, val = self._samples()
+        self._require_one_image_set(val)
+        return image_units(train, self._fold_base())
+
+    def pooled_metrics(self, fold_dirs: Sequence[Path]) -> dict[str, float]:
+        """top1 and macro precision/recall over the validation images of all folds together (each image
+        once), from each fold's predictions.csv (its latest evaluation: tools/train_cv.py's of best.pt)."""
+        index = {name: i for i, name in enumerate(self.classes)}
+        labels, preds = [], []
+        for run_dir in fold_dirs:
+            path = Path(run_dir) / "predictions.csv"
+            if not path.is_file():
+                raise DataError(f"{path} is missing: evaluate the fold first")
+            with path.open(newline="") as handle:
+                for row in csv.DictReader(handle):
+                    labels.append(index[row["label"]])
+                    preds.append(index[row["prediction"]])
+        label_t, pred_t = torch.tensor(labels), torch.tensor(preds)
+        precision, recall = precision_recall(confusion_matrix(pred_t, label_t, len(index)))
+        return {
+            "top1": float((pred_t == label_t).double().mean()),
+            "precision_macro": float(precision.mean()),
+            "recall_macro": float(recall.mean()),
+        }
 
     def build_datasets(self) -> tuple[ImageListDataset, ImageListDataset | None]:
         """Scan, split (seeded, stratified) and check the images; errors name the offending file."""
@@ -308,9 +366,17 @@ class ClassificationTask(Task):
 
     # ----------------------------------------------------------------------------------- evaluation
 
+    def tta_model(self, model: nn.Module) -> nn.Module:
+        """`model` with eval.tta's views, their softmax probabilities averaged (`model` when it is [])."""
+        return with_tta(model, self.cfg.eval.tta, "softmax", dense=False)
+
     @torch.no_grad()
     def predict(self, model: nn.Module, loader, device) -> tuple[Tensor, Tensor]:
-        """Logits and labels of a whole loader (float32, on CPU)."""
+        """Logits and labels of a whole loader (float32, on CPU), with eval.tta's views when it has any.
+
+        Under TTA the logits are log(mean softmax) of the views: their softmax is the averaged probability.
+        """
+        model = self.tta_model(model)
         all_logits, all_labels = [], []
         for images, labels in progress(loader, len(loader), "eval", use_progress_bars()):
             all_logits.append(model(self._inputs(images, device)).float().cpu())

@@ -13,7 +13,7 @@ from .transforms import DetectionAugmentConfig
 
 @dataclass
 class DetectionModelConfig:
-    """Backbone, FPN and Faster R-CNN settings. Defaults are torchvision's fasterrcnn_resnet50_fpn."""
+    """Backbone, FPN or C4, and Faster R-CNN settings. Defaults are torchvision's fasterrcnn_resnet50_fpn."""
 
     MOVED_KEYS: ClassVar[dict[str, str]] = MOVED_BACKBONE_KEYS
 
@@ -21,10 +21,13 @@ class DetectionModelConfig:
     # choice with pretrained weights (torchvision's trainable_layers=3 is backbone.frozen_stages=1).
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     detector_weights: str = ""  # torchvision Faster R-CNN state dict file (e.g. COCO-trained) to start from
+    # fpn | c4: RPN on layer3, RoIs through the backbone's layer4 (needs out_indices [3], extra_level none)
+    head: str = "fpn"
     out_indices: list[int] = field(default_factory=lambda: [1, 2, 3, 4])  # backbone levels the FPN reads
-    fpn_channels: int = 256
-    extra_level: str = "pool"  # pool | p6p7 | none
-    anchor_sizes: list[list[int]] = field(default_factory=list)  # one list per FPN level; [] = 8 x stride
+    fpn_channels: int = 256  # FPN width (head=fpn only)
+    extra_level: str = "pool"  # pool | p6p7 | none (head=fpn; c4: none)
+    # one list per FPN level; [] = 8 x stride (c4: one list; [] = [[32, 64, 128, 256, 512]])
+    anchor_sizes: list[list[int]] = field(default_factory=list)
     aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
     min_size: list[int] = field(default_factory=lambda: [800])  # several values = multi-scale training
     max_size: int = 1333
@@ -37,8 +40,8 @@ class DetectionModelConfig:
     rpn_bg_iou_thresh: float = 0.3
     rpn_batch_size_per_image: int = 256
     rpn_positive_fraction: float = 0.5
-    roi_output_size: int = 7
-    roi_sampling_ratio: int = 2
+    roi_output_size: int = 7  # RoIAlign output side (c4: 14, which layer4 halves to 7, as detectron2)
+    roi_sampling_ratio: int = 2  # RoIAlign samples per bin side; 0 = adaptive (detectron2's C4)
     box_score_thresh: float = 0.05
     box_nms_thresh: float = 0.5
     box_detections_per_img: int = 100
@@ -73,9 +76,20 @@ class DetectionDataConfig:
 
 
 @dataclass
+class DetectionEvalConfig:
+    """Validation / prediction settings."""
+
+    # test-time augmentation, boxes merged by per-class NMS: [] = off; any of hflip, vflip, rotate90
+    tta: list[str] = field(default_factory=list)
+    # TTA scales: short sides (as model.min_size) to detect at, each in every view; [] = the test size
+    tta_min_sizes: list[int] = field(default_factory=list)
+
+
+@dataclass
 class DetectionConfig(RunConfig):
     """Full run configuration of ``tools/train_det.py``."""
 
     model: DetectionModelConfig = field(default_factory=DetectionModelConfig)
     data: DetectionDataConfig = field(default_factory=DetectionDataConfig)
+    eval: DetectionEvalConfig = field(default_factory=DetectionEvalConfig)
     output_dir: str = "runs/detection"

@@ -24,6 +24,7 @@ from .metrics import CocoEvaluator, detections_to_coco, format_per_class_table
 from .model import build_detector
 from .sampler import GroupedBatchSampler, aspect_ratio_groups
 from .transforms import DetectionTransform
+from .tta import check_eval_config, with_detection_tta
 from .validation import validate_config
 from .visualize import draw_detections, save_png
 
@@ -92,6 +93,7 @@ class DetectionTask(Task):
     def __init__(self, cfg: DetectionConfig):
         super().__init__(cfg)
         validate_config(cfg)
+        check_eval_config(cfg.eval)
         self._data: dict | None = None
         self._train_raw: dict | None = None
         self.evaluator: CocoEvaluator | None = None
@@ -317,6 +319,8 @@ class DetectionTask(Task):
             # The number of classes fixes the predictor's shape; which class each label means is the
             # checkpoint meta's business (checked, and the order adopted, by adopt_checkpoint_meta).
             "num_classes": len(self.categories().cat_ids),
+            # Only when not the default, so that the signatures recorded by FPN checkpoints still match.
+            **({"head": m.head} if m.head != "fpn" else {}),
         }
 
     def training_step(self, model: nn.Module, batch: Any, device: Any) -> dict[str, Tensor]:
@@ -325,6 +329,10 @@ class DetectionTask(Task):
         return {"loss": sum(losses.values()), **losses}
 
     # -------------------------------------------------------------------------------------- evaluate
+    def tta_model(self, model: nn.Module) -> nn.Module:
+        """`model` with the eval section's test-time augmentation (`tasks.detection.tta`), or itself."""
+        return with_detection_tta(model, self.cfg.eval, self.cfg.model)
+
     @torch.no_grad()
     def evaluate(
         self, model: nn.Module, loader: Any, device: Any, run_dir: Path, epoch: int
@@ -336,11 +344,12 @@ class DetectionTask(Task):
         results: list[dict] = []
         vis: list[tuple[Tensor, Tensor, dict]] = []
         n_batches = 0
+        detector = self.tta_model(model)  # validation losses stay those of the model itself
         for batch in loader:
             images, targets = _to_device(batch, device)
             for name, value in validation_losses(model, images, targets).items():
                 loss_sums[name] = loss_sums.get(name, 0.0) + float(value)
-            outputs = model(images)
+            outputs = detector(images)
             results.extend(detections_to_coco(outputs, [t["image_id"] for t in targets], cmap))
             for image, out, target in zip(images, outputs, targets, strict=True):
                 if len(vis) < self.cfg.data.num_vis_images:

@@ -47,8 +47,12 @@ class SegmentationDataConfig:
     spacing: list[float] = field(default_factory=list)  # mm per pixel (row, col) for HD95 of 2D images
     normalization: str = "minmax"  # imagenet | zscore | minmax | ct_window | none
     ct_window: list[float] = field(default_factory=lambda: [40.0, 400.0])  # [center, width] in HU
-    val_fraction: float = 0.2
+    val_fraction: float = 0.2  # share of the cases held out (seeded); 0 = no validation
     split_seed: int = 0
+    # k-fold cross-validation (tools/train_cv.py): 0 = off (the val_fraction split); else k >= 2 folds
+    num_folds: int = 0
+    fold: int = 0  # with num_folds: the fold of cases validated on, 0..num_folds-1 (the rest trains)
+    splits_file: str = ""  # with num_folds: the splits.json of the folds ("" = made from split_seed)
     nifti_axis: int = 2  # axis of the volume along which 2D slices are taken
     cache_volumes: int = 4  # NIfTI volumes kept decoded in memory per worker
     augment: SegmentationAugmentConfig = field(default_factory=SegmentationAugmentConfig)
@@ -78,6 +82,8 @@ class SegmentationEvalConfig:
     )  # [] = whole image (padded to stride); else sliding window
     tile_overlap: float = 0.5
     overlays: int = 4  # PNG overlays written per evaluation
+    # test-time augmentation per tile, probabilities averaged: [] = off; any of hflip, vflip, rotate90
+    tta: list[str] = field(default_factory=list)
 
 
 @dataclass

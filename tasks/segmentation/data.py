@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 
 from tasks.common.files import visible_children
 from tasks.common.images import IMAGE_SUFFIXES
+from tasks.common.kfold import FoldUnits, held_out, unique_units
 
 from .image_io import SegmentationDataError, image_header, mask_size, read_image_and_max, read_mask
 from .manifest import DatasetSpec, load_manifest
@@ -320,6 +321,24 @@ def split_cases(case_ids: Iterable[str], val_fraction: float, seed: int) -> set[
     return {cases[i] for i in order[:n_val]}
 
 
+def case_units(case_ids: Iterable[str]) -> FoldUnits:
+    """The cases as k-fold units (`tasks.common.kfold`): whole cases go to one fold."""
+    return unique_units("case", list(case_ids))
+
+
+def validation_cases(case_ids: Iterable[str], data) -> set[str]:
+    """The held-out cases of the ``data`` config section: fold ``data.fold`` of ``data.num_folds`` (made
+    from ``data.split_seed``, or read from ``data.splits_file``) when set, else the ``val_fraction`` split.
+
+    Raises:
+        SegmentationDataError, FoldError: bad split settings, or a splits file made for other data.
+    """
+    case_ids = list(case_ids)
+    if data.num_folds:
+        return held_out(case_units(case_ids), data.num_folds, data.fold, data.split_seed, data.splits_file)
+    return split_cases(case_ids, data.val_fraction, data.split_seed)
+
+
 def split_by_case(records: Sequence[Record], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Seeded split of record indices in which all records of one case land on the same side.
 
@@ -331,7 +350,11 @@ def split_by_case(records: Sequence[Record], val_fraction: float, seed: int) -> 
     Returns:
         (train indices, val indices).
     """
-    val_cases = split_cases((r.case_id for r in records), val_fraction, seed)
+    return partition_by_case(records, split_cases((r.case_id for r in records), val_fraction, seed))
+
+
+def partition_by_case(records: Sequence[Record], val_cases: set[str]) -> tuple[list[int], list[int]]:
+    """(train indices, val indices) of `records`: those of `val_cases`, and the others."""
     train = [i for i, r in enumerate(records) if r.case_id not in val_cases]
     val = [i for i, r in enumerate(records) if r.case_id in val_cases]
     return train, val

@@ -244,18 +244,7 @@ class CaseMetricAccumulator:
     def summary(self) -> dict:
         """Per-class means over cases (NaN cases left out and counted), plus ``dice_mean``."""
         rows = self.case_rows()
-        means: dict[str, float] = {}
-        excluded: dict[str, int] = {}
-        for metric in METRIC_NAMES:
-            for name in self.channel_names:
-                key = f"{metric}/{name}"
-                values = [r[key] for r in rows if not math.isnan(r[key])]
-                means[key] = float(np.mean(values)) if values else math.nan
-                if metric == "dice":
-                    excluded[name] = len(rows) - len(values)
-        chosen = [means[f"dice/{self.channel_names[k]}"] for k in self.mean_channels]
-        chosen = [v for v in chosen if not math.isnan(v)]
-        means["dice_mean"] = float(np.mean(chosen)) if chosen else math.nan
+        means, excluded = case_means(rows, self.channel_names, self.mean_channels)
         return {
             "means": means,
             "cases_excluded_empty": excluded,
@@ -263,3 +252,30 @@ class CaseMetricAccumulator:
             "per_image": self.image_rows,
             "empty_rule": self.empty_rule,
         }
+
+
+def case_means(
+    rows: Sequence[dict], channel_names: Sequence[str], mean_channels: Sequence[int]
+) -> tuple[dict[str, float], dict[str, int]]:
+    """Per-class means of case rows (`CaseMetricAccumulator.case_rows`) and ``dice_mean``.
+
+    NaN entries (empty ground truth and prediction under ``empty_rule="nan"``) are left out of their
+    class's mean; ``dice_mean`` averages the Dice means of `mean_channels` that are not NaN. Pooling the
+    case rows of every cross-validation fold gives nnU-Net's cross-validation summary.
+
+    Returns:
+        (means keyed ``<metric>/<channel>`` plus ``dice_mean``, cases left out of each channel's Dice mean).
+    """
+    means: dict[str, float] = {}
+    excluded: dict[str, int] = {}
+    for metric in METRIC_NAMES:
+        for name in channel_names:
+            key = f"{metric}/{name}"
+            values = [r[key] for r in rows if not math.isnan(r[key])]
+            means[key] = float(np.mean(values)) if values else math.nan
+            if metric == "dice":
+                excluded[name] = len(rows) - len(values)
+    chosen = [means[f"dice/{channel_names[k]}"] for k in mean_channels]
+    chosen = [v for v in chosen if not math.isnan(v)]
+    means["dice_mean"] = float(np.mean(chosen)) if chosen else math.nan
+    return means, excluded

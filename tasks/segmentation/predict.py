@@ -12,7 +12,8 @@ from PIL import Image
 
 from tasks.common.files import visible_children
 from tasks.common.images import IMAGE_SUFFIXES
-from tasks.engine.loading import load_trained_model
+from tasks.common.tta import check_tta
+from tasks.engine.ensemble import inference_ensemble, load_trained_models
 
 from .classes import meta_value_map
 from .config import SegmentationConfig
@@ -68,6 +69,7 @@ def predict_folder(
     tile_size: Sequence[int] | None = None,
     overlays: bool = True,
     device: str = "cpu",
+    tta: Sequence[str] | None = None,
 ) -> list[Path]:
     """Predict every image (or NIfTI volume) of ``input_dir`` and write label masks to ``output_dir``.
 
@@ -77,13 +79,24 @@ def predict_folder(
     0/255 dataset), so predictions look like the training masks; without a value map they are class indices.
 
     The U-Net is rebuilt from the checkpoint alone (EMA weights when the run kept them; no backbone weights
-    are read or downloaded: the checkpoint holds the trained ones).
+    are read or downloaded: the checkpoint holds the trained ones). Given the output folder of
+    tools/train_cv.py, every fold's best.pt runs and their probabilities are averaged
+    (`tasks.engine.ensemble`).
+
+    ``tta`` (test-time augmentation transforms, `tasks.common.tta.TTA_TRANSFORMS`) replaces the run's
+    ``eval.tta`` when given; each tile is then predicted in every view and the probabilities averaged.
 
     Returns:
         The written mask paths.
     """
-    trained = load_trained_model(checkpoint)
-    model, cfg, meta = trained.inference_model(device), trained.cfg, trained.meta
+    members = load_trained_models(checkpoint)
+    trained = members[0]
+    cfg, meta = trained.cfg, trained.meta
+    if tta is not None:
+        check_tta("tta", tta)
+        cfg.eval.tta = list(tta)
+    activation = "softmax" if cfg.model.mode == "multiclass" else "sigmoid"
+    model = trained.task.tta_model(inference_ensemble(members, device, activation))
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     endings = (*IMAGE_SUFFIXES, *NIFTI_ENDINGS)
     # visible_children skips junk such as macOS `._name.png` resource forks, which end like images.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from tasks.common.backbone import model_signature, upgrade_model_section
+from tasks.common.kfold import FoldUnits
+from tasks.common.tta import check_tta, with_tta
 from tasks.engine.registry import register_task
 from tasks.engine.task import Task
 
@@ -20,18 +23,19 @@ from .classes import align_spec, spec_meta
 from .config import SegmentationConfig
 from .data import (
     SegmentationDataset,
+    case_units,
     discover_pairs,
     pad_collate,
     pairs_to_records,
+    partition_by_case,
     resolve_spec,
-    split_by_case,
-    split_cases,
     validate_mask_values,
+    validation_cases,
 )
 from .image_io import SegmentationDataError
 from .inference import labels_to_region_targets, logits_to_channels, logits_to_labels, predict_logits
 from .manifest import DatasetSpec
-from .metrics import CaseMetricAccumulator
+from .metrics import CaseMetricAccumulator, case_means
 from .model import build_unet, output_channels
 from .overlay import blend, save_overlay, to_display
 from .smp_parts import build_loss
@@ -67,6 +71,7 @@ class SegmentationTask(Task):
         m = cfg.model
         self.out_channels = output_channels(m.mode, m.num_classes, m.regions)  # validates mode/regions early
         validate_config(cfg)
+        check_tta("eval.tta", cfg.eval.tta)
         self.spec: DatasetSpec | None = None
         self._checkpoint: tuple[dict, str, str] | None = None
         self._best_dice = -math.inf
@@ -150,7 +155,7 @@ class SegmentationTask(Task):
         pairs = discover_pairs(d.root, spec, m.backbone.in_chans, d.case_pattern)
         records = pairs_to_records(pairs, spec, d.nifti_axis)
         validate_mask_values(records, spec)
-        train_idx, val_idx = split_by_case(records, d.val_fraction, d.split_seed)
+        train_idx, val_idx = partition_by_case(records, validation_cases([p.case_id for p in pairs], d))
         common = self._dataset_args()
         train = SegmentationDataset(
             [records[i] for i in train_idx], transform=build_train_transform(self.cfg.data.augment), **common
@@ -164,7 +169,7 @@ class SegmentationTask(Task):
         d, m = self.cfg.data, self.cfg.model
         spec = self.dataset_spec()
         pairs = discover_pairs(d.root, spec, m.backbone.in_chans, d.case_pattern)
-        val_cases = split_cases([p.case_id for p in pairs], d.val_fraction, d.split_seed)
+        val_cases = validation_cases([p.case_id for p in pairs], d)
         if not val_cases:
             return None
         records = pairs_to_records([p for p in pairs if p.case_id in val_cases], spec, d.nifti_axis)
@@ -216,6 +221,18 @@ class SegmentationTask(Task):
             return labels_to_region_targets(labels, m.regions, IGNORE_INDEX) == 1
         return labels[:, None] == torch.arange(m.num_classes, device=labels.device)[None, :, None, None]
 
+    def tta_model(self, model: nn.Module) -> nn.Module:
+        """`model` with eval.tta's views (`model` itself when it is []): each view's map inverted, the
+        probabilities averaged (softmax for multiclass, sigmoid for binary / multilabel) and handed on as
+        logits (`tasks.common.tta.mean_probability_logits`).
+
+        `predict_logits` runs it on every sliding-window tile, as nnU-Net mirrors each tile: the tile grid
+        and its Gaussian weights are the same for every view (a grid laid on the flipped image would not
+        be: the last tile sits at size - tile), each inverse is exact, and memory stays one tile's.
+        """
+        activation = "softmax" if self.cfg.model.mode == "multiclass" else "sigmoid"
+        return with_tta(model, self.cfg.eval.tta, activation, dense=True)
+
     @torch.no_grad()
     def summary_extras(self, run_dir: Path) -> dict:
         """summary.json gets the per-case rows and class means under the key ``segmentation``."""
@@ -229,12 +246,7 @@ class SegmentationTask(Task):
         if self.spec is None:
             self.spec = dataset.spec
         names = self.channel_names()
-        mean_channels = (
-            list(range(len(names)))
-            if m.mode == "multilabel" or e.background_class is None
-            else [c for c in range(len(names)) if c != e.background_class]
-        )
-        acc = CaseMetricAccumulator(names, e.empty_rule, mean_channels, with_hd95=e.hd95)
+        acc = CaseMetricAccumulator(names, e.empty_rule, self._mean_channels(names), with_hd95=e.hd95)
         volumes: dict[str, dict] = {}
         slices_per_volume: dict[str, int] = {}
         for record in dataset.records:
@@ -242,10 +254,11 @@ class SegmentationTask(Task):
                 slices_per_volume[record.stem] = slices_per_volume.get(record.stem, 0) + 1
         overlays_left = e.overlays
         loss_sum, loss_count = 0.0, 0
+        predictor = self.tta_model(model)
         for batch in loader:
             images = self._inputs(batch["image"], device)
             masks = batch["mask"].to(device)
-            logits = predict_logits(model, images, e.tile_size, e.tile_overlap).float()
+            logits = predict_logits(predictor, images, e.tile_size, e.tile_overlap).float()
             loss_sum += float(self.loss_fn(logits, make_targets(masks, m.mode, m.regions)))
             loss_count += 1
             pred_channels = logits_to_channels(logits, m.mode, m.num_classes, e.threshold)
@@ -298,6 +311,38 @@ class SegmentationTask(Task):
 
     def _has_spacing(self, dataset: SegmentationDataset) -> bool:
         return bool(dataset.records and (dataset.records[0].slice_index is not None or self.spec.spacing))
+
+    def _mean_channels(self, names: Sequence[str]) -> list[int]:
+        """The channels dice_mean averages: every region, or every class but eval.background_class."""
+        m, e = self.cfg.model, self.cfg.eval
+        if m.mode == "multilabel" or e.background_class is None:
+            return list(range(len(names)))
+        return [c for c in range(len(names)) if c != e.background_class]
+
+    # ------------------------------------------------------------------- cross-validation (train_cv)
+    def fold_units(self) -> FoldUnits:
+        """The cases of the data (file names only): tools/train_cv.py deals whole cases to the folds."""
+        d, m = self.cfg.data, self.cfg.model
+        pairs = discover_pairs(d.root, self.dataset_spec(), m.backbone.in_chans, d.case_pattern)
+        return case_units(p.case_id for p in pairs)
+
+    def pooled_metrics(self, fold_dirs: Sequence[Path]) -> dict[str, float]:
+        """nnU-Net's cross-validation summary: the class means over the validation cases of all folds
+        together (each case once, NaN cases left out as in one evaluation), from the per-case rows of each
+        fold's latest evaluation (seg_summary.json; tools/train_cv.py's evaluation of its best.pt)."""
+        rows: list[dict] = []
+        channels: list[str] | None = None
+        for run_dir in fold_dirs:
+            path = Path(run_dir) / SEG_SUMMARY
+            if not path.is_file():
+                raise SegmentationDataError(f"{path} is missing: evaluate the fold first")
+            summary = json.loads(path.read_text())
+            if channels is not None and summary["channels"] != channels:
+                raise SegmentationDataError(f"{path}: channels {summary['channels']}, other folds {channels}")
+            channels = summary["channels"]
+            # strict JSON stored NaN as null
+            rows += [{k: math.nan if v is None else v for k, v in r.items()} for r in summary["per_case"]]
+        return case_means(rows, channels or [], self._mean_channels(channels or []))[0]
 
     # ------------------------------------------------------------------------------------ deployment
     def input_size(self) -> tuple[int, int]:
