@@ -23,7 +23,6 @@ def _rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-@pytest.mark.slow
 def test_eval_only_and_predict_average_the_flips(image_folder, tmp_path, tiny, capsys):
     run = tmp_path / "run"
     argv = [CONFIG, *tiny(image_folder, run, "data.val_fraction=0.5")]
