@@ -98,6 +98,16 @@ def _setup_logging() -> None:
         logging.getLogger("tasks").setLevel(logging.WARNING)  # rank 0 speaks for the job
 
 
+def flag_overrides(args: argparse.Namespace) -> list[str]:
+    """The ``key=value`` overrides of the command line, with --output-dir and --device as two more."""
+    overrides = list(args.overrides)
+    if args.output_dir:
+        overrides.append(f"output_dir={args.output_dir}")
+    if args.device:
+        overrides.append(f"device={args.device}")
+    return overrides
+
+
 @exits_on_user_error
 def run_training_tool(
     task_cls: type, config_cls: type, argv: list[str] | None = None, description: str = ""
@@ -115,11 +125,7 @@ def run_training_tool(
     """
     args = parse_args(argv, description)
     _setup_logging()
-    overrides = list(args.overrides)
-    if args.output_dir:
-        overrides.append(f"output_dir={args.output_dir}")
-    if args.device:
-        overrides.append(f"device={args.device}")
+    overrides = flag_overrides(args)
     try:
         cfg = load_config(args.config, overrides, config_cls)
         task = task_cls(cfg)

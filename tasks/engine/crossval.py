@@ -37,7 +37,7 @@ from tasks.common.kfold import (
     write_splits,
 )
 
-from .cli import UsageError, _setup_logging, exits_on_user_error
+from .cli import UsageError, _setup_logging, exits_on_user_error, flag_overrides
 from .config import (
     RunConfig,
     apply_overrides,
@@ -48,6 +48,7 @@ from .config import (
     parse_yaml,
 )
 from .registry import get_task, registered_tasks, task_accepting
+from .run_folder import json_safe
 from .task import Task
 from .trainer import NonFiniteLossError, Trainer
 
@@ -336,19 +337,8 @@ def cross_validate(
         )
         run_fold(fold_config(config, overrides, task_cls.config_cls, root, num_folds, i), task_cls)
     summary = summarize(root, task, splits, cfg.train.best_metric or task_cls.default_best_metric)
-    (root / SUMMARY_FILE).write_text(json.dumps(_json_safe(summary), indent=2))
+    (root / SUMMARY_FILE).write_text(json.dumps(json_safe(summary), indent=2))
     return summary
-
-
-def _json_safe(obj: Any) -> Any:
-    """NaN -> null (strict JSON has no NaN)."""
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_json_safe(v) for v in obj]
-    return obj
 
 
 @exits_on_user_error
@@ -364,11 +354,7 @@ def run_cross_validation_tool(argv: list[str] | None = None) -> int:
             "tools/train_cv.py runs in one process (no torchrun); its folds train one after another"
         )
     _setup_logging()
-    overrides = list(args.overrides)
-    if args.output_dir:
-        overrides.append(f"output_dir={args.output_dir}")
-    if args.device:
-        overrides.append(f"device={args.device}")
+    overrides = flag_overrides(args)
     try:
         summary = cross_validate(args.config, overrides, args.folds, args.task)
     except NonFiniteLossError as err:

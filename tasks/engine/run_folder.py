@@ -8,8 +8,10 @@ as detectron2's `--resume` and mmdet's `--resume`/new `work_dir` users expect.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
+from typing import Any
 
 from .config import ConfigError
 
@@ -95,3 +97,14 @@ def truncate_history(path: str | Path, step: int) -> int:
         tmp.write_text("".join(line + "\n" for line in kept))
         tmp.replace(path)
     return len(lines) - len(kept)
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every NaN as None, for the JSON files of a run folder (strict JSON has no NaN)."""
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [json_safe(v) for v in obj]
+    return obj

@@ -17,6 +17,7 @@ from tasks.common.backbone import model_signature, upgrade_model_section
 from tasks.common.kfold import FoldUnits
 from tasks.common.tta import check_tta, with_tta
 from tasks.engine.registry import register_task
+from tasks.engine.run_folder import json_safe
 from tasks.engine.task import Task
 
 from .classes import align_spec, spec_meta
@@ -299,7 +300,7 @@ class SegmentationTask(Task):
             spacing_units="mm" if self._has_spacing(dataset) else "pixels",
         )
         run_dir.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(_json_safe(summary), indent=2)
+        text = json.dumps(json_safe(summary), indent=2)
         (run_dir / SEG_SUMMARY).write_text(text)
         dice_mean = summary["means"]["dice_mean"]
         if not math.isnan(dice_mean) and dice_mean > self._best_dice:
@@ -364,17 +365,6 @@ class SegmentationTask(Task):
         image, mask = self.image_and_target(dataset[index])
         classes = sorted(int(v) for v in mask.unique() if v != IGNORE_INDEX)
         return blend(to_display(image.float().numpy()), mask.numpy()), f"classes {classes}"
-
-
-def _json_safe(obj: Any) -> Any:
-    """NaN -> null (strict JSON has no NaN)."""
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_json_safe(v) for v in obj]
-    return obj
 
 
 def segmentation_summary(run_dir: str | Path) -> dict:

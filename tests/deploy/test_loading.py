@@ -52,6 +52,7 @@ def _old_classification_checkpoint(path, data_root: str) -> torch.nn.Module:
     config["model"] = _flat_model_section(config["model"], old_backbone)
     config["data"]["val_ratio"] = config["data"].pop("val_fraction")
     augment = config["data"].pop("augment")  # flat keys and a policy string
+    del augment["auto_augment"]  # came later, always inside data.augment
     config["data"].update(augment, augment="cifar", min_scale=0.5)
     del config["data"]["policy"]
     torch.save({"model": model.state_dict(), "config": config, "epoch": 3, "ema": None}, path)
