@@ -22,17 +22,7 @@ from backbones.dcn import offset_predictor_keys
 from backbones.weights import WeightsMismatchError
 from tasks.common.backbone import BackboneConfig, validate_backbone
 from tasks.engine.config import ConfigError
-
-
-def randomize_bn(model: nn.Module) -> nn.Module:
-    """Random BN statistics and affine parameters, so that a wrong mapping of any tensor shows."""
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.2, 0.2)
-            module.running_var.uniform_(0.5, 1.5)
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.uniform_(-0.2, 0.2)
-    return model
+from tests.backbones.bn_statistics import randomize_bn
 
 
 def deformable_convs(model: nn.Module) -> dict[str, ModulatedDeformConv2d]:

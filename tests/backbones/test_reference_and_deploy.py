@@ -11,6 +11,7 @@ from backbones import (
     fuse_conv_bn,
     prepare_for_inference,
 )
+from tests.backbones.bn_statistics import randomize_bn
 
 # He et al. 2016 / torchvision documentation: parameters (millions) and multiply-accumulates at 224x224 (G).
 CLASSIC = {18: (11.7, 1.8), 34: (21.8, 3.6), 50: (25.6, 4.1), 101: (44.5, 7.9), 152: (60.2, 11.6)}
@@ -25,19 +26,9 @@ def test_parameters_and_macs_match_the_classic_table(depth):
     assert count_macs(model) / 1e9 == pytest.approx(macs, abs=0.1)
 
 
-def randomize(model):
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.2, 0.2)
-            module.running_var.uniform_(0.5, 1.5)
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.uniform_(-0.2, 0.2)
-    return model.eval()
-
-
 @pytest.mark.parametrize("arch", ["resnet18", "resnet50d", "seresnet50", "preact_resnet18"])
 def test_fused_model_matches_to_1e4(arch):
-    model = randomize(create_backbone(arch, out_indices=(0, 2, 4)))
+    model = randomize_bn(create_backbone(arch, out_indices=(0, 2, 4))).eval()
     fused = fuse_conv_bn(model)
     remaining = [m for m in fused.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     if not arch.startswith("preact"):
@@ -51,7 +42,7 @@ def test_fused_model_matches_to_1e4(arch):
 
 
 def test_fast_path_is_channels_last_and_equal():
-    model = randomize(create_backbone("resnet18", out_indices=(4,)))
+    model = randomize_bn(create_backbone("resnet18", out_indices=(4,))).eval()
     fast = prepare_for_inference(model)
     assert fast.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     x = torch.randn(2, 3, 64, 64)
@@ -64,7 +55,7 @@ def test_fast_path_is_channels_last_and_equal():
 @pytest.mark.slow
 def test_compiled_fast_path_is_equal():
     # Inductor with freezing: weights become constants of the compiled graph; outputs must not change.
-    model = randomize(create_backbone("resnet18", out_indices=(3, 4)))
+    model = randomize_bn(create_backbone("resnet18", out_indices=(3, 4))).eval()
     fast = prepare_for_inference(model, compile=True)
     x = torch.randn(2, 3, 64, 64)
     with torch.inference_mode():

@@ -8,25 +8,15 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from backbones import Bottle2neck, create_backbone, fuse_conv_bn, load_pretrained
 from backbones.weights import resolve_source, timm_url
+from tests.backbones.bn_statistics import randomize_bn
 
 RES2NETS = ["res2net50_26w_4s", "res2net50_48w_2s", "res2net101_26w_4s"]
-
-
-def randomize_bn(model: nn.Module) -> nn.Module:
-    # Fresh BN statistics are 0/1 everywhere; random ones prove every buffer lands in its own place.
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.2, 0.2)
-            module.running_var.uniform_(0.5, 1.5)
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.uniform_(-0.2, 0.2)
-    return model.eval()
 
 
 @pytest.mark.parametrize("arch", RES2NETS)
 def test_timm_checkpoint_gives_timm_logits(arch, tmp_path):
     torch.manual_seed(0)
-    reference = randomize_bn(timm.create_model(arch, pretrained=False))
+    reference = randomize_bn(timm.create_model(arch, pretrained=False)).eval()
     path = tmp_path / f"{arch}.pth"
     torch.save(reference.state_dict(), path)
     ours = create_backbone(arch, out_indices=(4,), num_classes=1000)
@@ -41,7 +31,7 @@ def test_timm_checkpoint_gives_timm_logits(arch, tmp_path):
 
 
 def test_dilated_res2net_equals_timm_output_stride_16(tmp_path):
-    reference = randomize_bn(timm.create_model("res2net50_48w_2s", output_stride=16))
+    reference = randomize_bn(timm.create_model("res2net50_48w_2s", output_stride=16)).eval()
     path = tmp_path / "r2.pth"
     torch.save({"state_dict": reference.state_dict()}, path)
     ours = create_backbone("res2net50_48w_2s", weights=str(path), out_indices=(4,), output_stride=16).eval()
@@ -103,7 +93,7 @@ def test_frozen_stages_hold_weights_and_statistics():
 
 
 def test_fused_res2net_gives_the_same_outputs():
-    model = randomize_bn(create_backbone("res2net50_48w_2s", out_indices=(1, 4)))
+    model = randomize_bn(create_backbone("res2net50_48w_2s", out_indices=(1, 4))).eval()
     fused = fuse_conv_bn(model)
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
