@@ -30,6 +30,7 @@ class LoopState:
     top_k: list = field(default_factory=list)  # [[value, file name], ...], best first
     loss_sum: float = 0.0  # running train loss of the current epoch (a mid-epoch resume keeps it)
     loss_count: int = 0
+    cpu_s: float = 0.0  # CPU seconds spent training so far, over resumes (runtime.cpu_seconds)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

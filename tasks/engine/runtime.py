@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import random
+import resource
 from dataclasses import dataclass
 
 import numpy as np
@@ -137,3 +138,15 @@ def gather_objects(obj, info: DistInfo) -> list:
     out = [None] * info.world_size
     dist.all_gather_object(out, obj)
     return out
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process's threads and of its children that have ended.
+
+    The children are the data-loader workers: they end with each epoch (no persistent workers), so
+    between two epochs this is everything the training has cost on the CPU, which is how the learning
+    curves in docs/results.md are measured against a CPU budget.
+    """
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime

@@ -35,6 +35,7 @@ from .runtime import (
     autocast,
     barrier,
     broadcast_object,
+    cpu_seconds,
     gather_objects,
     init_distributed,
     resolve_amp,
@@ -313,6 +314,7 @@ class Trainer:
             set_rng_state(self._pending_rng)
 
         start = time.perf_counter()
+        self._cpu_mark = cpu_seconds()
         stopped_early = False
         last_metrics: dict = {}
         if loop.epoch >= t.epochs:
@@ -424,7 +426,14 @@ class Trainer:
             is_best = self.keeper.record(loop, metrics[self.best_metric])
             if self.dist.is_main:
                 self.task.after_evaluation(self.run_dir, epoch, metrics, is_best)
-        shown = {**train_metrics, **{f"val/{k}": v for k, v in metrics.items()}}
+        now = cpu_seconds()
+        loop.cpu_s += now - self._cpu_mark  # training and evaluation, so curves show the whole cost
+        self._cpu_mark = now
+        shown = {
+            **train_metrics,
+            **{f"val/{k}": v for k, v in metrics.items()},
+            "cpu_time_s": round(loop.cpu_s, 1),
+        }
         if self.logger is not None:
             self.logger.write(
                 {"kind": "epoch", "epoch": epoch, "step": loop.global_step, **shown}, loop.global_step
@@ -444,6 +453,7 @@ class Trainer:
             "best_epoch": loop.best_epoch,
             "stopped_early": stopped_early,
             "train_time_s": round(seconds, 3),
+            "train_cpu_s": round(loop.cpu_s, 1),
             "world_size": self.dist.world_size,
             "device": str(self.device),
             "amp": str(self.amp_dtype or "off"),

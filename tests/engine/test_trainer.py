@@ -2,13 +2,15 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from tasks.engine import CheckpointError, ConfigError, NonFiniteLossError, Trainer, load_checkpoint
-from tasks.engine.runtime import cpu_has_native_bf16, resolve_amp, resolve_device
+from tasks.engine.runtime import cpu_has_native_bf16, cpu_seconds, resolve_amp, resolve_device
 
 
 def params(model):
@@ -228,3 +230,23 @@ def test_device_and_amp_resolution():
 def test_bad_train_values_fail_before_work(toy_task_cls, toy_config):
     with pytest.raises(ConfigError, match="train.accum_steps=0"):
         Trainer(toy_config(accum_steps=0), toy_task_cls(toy_config()))
+
+
+def test_cpu_seconds_counts_ended_children():
+    """Data-loader workers are child processes: their CPU time must be in the training's CPU cost."""
+    before = cpu_seconds()
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass"
+    subprocess.run([sys.executable, "-c", burn], check=True)
+    assert cpu_seconds() - before >= 0.35
+
+
+def test_cpu_time_is_logged_per_epoch_and_carried_over_a_resume(toy_task_cls, toy_config):
+    cfg = toy_config(epochs=2)
+    Trainer(cfg, toy_task_cls(cfg)).fit()
+    cfg.train.epochs = 3
+    summary = Trainer(cfg, toy_task_cls(cfg), resume="auto").fit()
+    rows = [json.loads(line) for line in (Path(cfg.output_dir) / "metrics.jsonl").read_text().splitlines()]
+    cpu = [r["cpu_time_s"] for r in rows if r["kind"] == "epoch"]
+    assert len(cpu) == 3 and cpu == sorted(cpu) and cpu[0] > 0
+    saved = load_checkpoint(Path(cfg.output_dir) / "checkpoints" / "last.pt")["loop"]["cpu_s"]
+    assert summary["train_cpu_s"] == pytest.approx(saved, abs=0.1) and saved >= cpu[1]
