@@ -1,16 +1,18 @@
 """The plain script a competent user writes: torchvision Faster R-CNN, ResNet-18 FPN from scratch.
 
-    python experiments/plain_det_raccoon.py --protocol runs/raccoon_protocol --epochs 12
+    python experiments/plain_det_raccoon.py --protocol runs/raccoon_protocol --cpu-minutes 12
 
 Trains torchvision's FasterRCNN on resnet_fpn_backbone("resnet18", weights=None) with torchvision's
-defaults except a CPU-sized resize (--min-size/--max-size), horizontal flips, SGD and a cosine schedule on
-<protocol>/train.json, then scores the final model on <protocol>/test.json (experiments/raccoon_protocol.py:
-COCO AP/AP50 with the same bootstrap intervals). Kept next to the toolkit's recipe so that the comparison in
+defaults except a CPU-sized resize (--min-size/--max-size): horizontal flips, SGD with warm-up and a cosine
+schedule over a CPU budget (--cpu-minutes, as the membrane script does) on <protocol>/train.json. Then it
+scores the final model on <protocol>/test.json (experiments/raccoon_protocol.py: COCO AP/AP50 with the same
+bootstrap intervals). Kept next to the toolkit's recipe so that the comparison in
 docs/results.md can be rerun.
 """
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -27,7 +29,7 @@ from raccoon_protocol import CocoEvaluator, bootstrap  # noqa: E402  (the protoc
 p = argparse.ArgumentParser()
 p.add_argument("--protocol", type=Path, default=Path("runs/raccoon_protocol"))
 p.add_argument("--root", type=Path, default=Path("../shared/data/raccoon/train"))
-p.add_argument("--epochs", type=int, default=12)
+p.add_argument("--cpu-minutes", type=float, default=12.0)
 p.add_argument("--min-size", type=int, default=256)
 p.add_argument("--max-size", type=int, default=384)
 args = p.parse_args()
@@ -53,14 +55,15 @@ _, train_images, train_boxes = load("train")
 backbone = resnet_fpn_backbone(backbone_name="resnet18", weights=None, trainable_layers=5)
 model = FasterRCNN(backbone, num_classes=2, min_size=args.min_size, max_size=args.max_size)
 params = [q for q in model.parameters() if q.requires_grad]
-steps = args.epochs * (len(train_images) // 4)
 opt = torch.optim.SGD(params, lr=0.02, momentum=0.9, weight_decay=1e-4)
-sched = torch.optim.lr_scheduler.OneCycleLR(opt, 0.02, total_steps=steps, pct_start=0.1)
-start = time.process_time()
-for epoch in range(args.epochs):
+start, step, budget = time.process_time(), 0, 60 * args.cpu_minutes
+while time.process_time() - start < budget:  # epochs until the CPU budget is spent
     model.train()
     order = torch.randperm(len(train_images)).tolist()
     for b in range(len(train_images) // 4):
+        done = (time.process_time() - start) / budget
+        for group in opt.param_groups:  # 100 warm-up steps, then cosine over the budget
+            group["lr"] = 0.02 * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
         images, targets = [], []
         for i in order[4 * b : 4 * b + 4]:
             image, box = train_images[i], train_boxes[i].clone()
@@ -72,8 +75,8 @@ for epoch in range(args.epochs):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        sched.step()
-    print(f"epoch {epoch + 1} loss {loss.item():.3f} cpu {time.process_time() - start:.0f} s", flush=True)
+        step += 1
+    print(f"step {step} loss {loss.item():.3f} cpu {time.process_time() - start:.0f} s", flush=True)
 cpu = time.process_time() - start
 model.eval()
 gt, test_images, _ = load("test")

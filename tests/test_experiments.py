@@ -7,6 +7,7 @@ import runpy
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
@@ -74,3 +75,19 @@ def test_raccoon_bootstrap_resamples_whole_images(tmp_path):
     intervals = script["bootstrap"](gt, results, 20)
     low, high = intervals["AP50"]
     assert 0.0 <= low <= 0.5 <= high <= 1.0 and not np.isnan(low)
+
+
+def test_learning_curves_read_evaluated_epochs_against_cpu_minutes(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [
+        {"kind": "step", "step": 1, "loss": 1.0},
+        {"kind": "epoch", "epoch": 1, "cpu_time_s": 30.0, "train/loss": 0.9},  # not evaluated
+        {"kind": "epoch", "epoch": 2, "cpu_time_s": 60.0, "val/top1": 0.5},
+        {"kind": "epoch", "epoch": 3, "cpu_time_s": 120.0, "val/top1": 0.75},
+    ]
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    script = _script("plot_learning_curves.py")
+    assert script["epoch_curve"](run, "top1") == ([1.0, 2.0], [0.5, 0.75])
+    with pytest.raises(SystemExit, match="val/dice"):
+        script["epoch_curve"](run, "dice")
