@@ -16,7 +16,7 @@ from tasks.common.tta import add_tta_argument, tta_from_cli
 from tasks.detection.data_check import DatasetError, load_coco_json
 from tasks.detection.metrics import CocoEvaluator, detections_to_coco
 from tasks.detection.predict import predict_images
-from tasks.detection.tta import check_eval_config
+from tasks.detection.validation import check_eval
 from tasks.detection.visualize import draw_detections, save_png
 from tasks.engine.cli import exits_on_user_error
 from tasks.engine.loading import load_trained_model
@@ -88,7 +88,7 @@ def _override_tta(eval_cfg, args: argparse.Namespace) -> None:
         eval_cfg.tta_min_sizes = list(args.tta_min_sizes)
     elif args.tta == ["none"]:
         eval_cfg.tta_min_sizes = []
-    check_eval_config(eval_cfg)
+    check_eval(eval_cfg)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from tasks.common.backbone import model_signature, upgrade_model_section
 from tasks.common.kfold import FoldUnits
-from tasks.common.tta import check_tta, with_tta
+from tasks.common.tta import with_tta
 from tasks.engine.monitor import progress, use_progress_bars
 from tasks.engine.registry import register_task
 from tasks.engine.task import Task
@@ -55,7 +55,6 @@ class ClassificationTask(Task):
     def __init__(self, cfg: ClassificationConfig) -> None:
         super().__init__(cfg)
         validate_config(cfg)  # every bad value fails here, before data, model or run folder exist
-        check_tta("eval.tta", cfg.eval.tta)
         self._classes: list[str] | None = None
         self._mixup = None
 

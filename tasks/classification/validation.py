@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 
 from tasks.common.backbone import validate_backbone
+from tasks.common.tta import check_tta
 from tasks.engine.checks import check_one_of, check_range, invalid
 
 from .config import ClassificationConfig, ClassificationDataConfig, ClassificationModelConfig
@@ -106,10 +107,11 @@ def validate_model(model: ClassificationModelConfig) -> None:
 
 
 def validate_config(cfg: ClassificationConfig) -> None:
-    """Check the `data` and `model` sections of a classification run.
+    """Check the `data`, `model` and `eval` sections of a classification run.
 
     Raises:
         ConfigError: naming the first bad key, its value and what was expected.
     """
     validate_model(cfg.model)
     validate_data(cfg.data, cfg.train.batch_size)
+    check_tta("eval.tta", cfg.eval.tta)

@@ -24,7 +24,7 @@ from .metrics import CocoEvaluator, detections_to_coco, format_per_class_table
 from .model import build_detector
 from .sampler import GroupedBatchSampler, aspect_ratio_groups
 from .transforms import DetectionTransform
-from .tta import check_eval_config, with_detection_tta
+from .tta import with_detection_tta
 from .validation import validate_config
 from .visualize import draw_detections, save_png
 
@@ -93,7 +93,6 @@ class DetectionTask(Task):
     def __init__(self, cfg: DetectionConfig):
         super().__init__(cfg)
         validate_config(cfg)
-        check_eval_config(cfg.eval)
         self._data: dict | None = None
         self._train_raw: dict | None = None
         self.evaluator: CocoEvaluator | None = None

@@ -17,19 +17,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
-from tasks.common.tta import View, check_tta, tta_views
-from tasks.engine.checks import check_all_positive
-
-
-def check_eval_config(e) -> None:
-    """The ``eval`` section (DetectionEvalConfig).
-
-    Raises:
-        ConfigError: naming the dotted key, its value and what was expected.
-    """
-    check_tta("eval.tta", e.tta)
-    if e.tta_min_sizes:
-        check_all_positive("eval.tta_min_sizes", e.tta_min_sizes, "size")
+from tasks.common.tta import View, tta_views
 
 
 @contextmanager

@@ -9,6 +9,7 @@ aspect ratio (infinite anchors) or ``rpn_bg_iou_thresh`` above ``rpn_fg_iou_thre
 from __future__ import annotations
 
 from tasks.common.backbone import validate_backbone
+from tasks.common.tta import check_tta
 from tasks.engine.checks import check_all_positive, check_one_of, check_range, check_unit, invalid
 
 from .c4 import check_head
@@ -91,11 +92,19 @@ def check_data(d) -> None:
     check_augment(d.augment)
 
 
+def check_eval(e) -> None:
+    """The ``eval`` section (DetectionEvalConfig)."""
+    check_tta("eval.tta", e.tta)
+    if e.tta_min_sizes:
+        check_all_positive("eval.tta_min_sizes", e.tta_min_sizes, "size")
+
+
 def validate_config(cfg) -> None:
-    """Check the ``model`` and ``data`` sections of a DetectionConfig.
+    """Check the ``model``, ``data`` and ``eval`` sections of a DetectionConfig.
 
     Raises:
         ConfigError: naming the dotted key, its value and what was expected.
     """
     check_model(cfg.model)
     check_data(cfg.data)
+    check_eval(cfg.eval)

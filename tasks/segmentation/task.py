@@ -15,7 +15,7 @@ from torch import nn
 
 from tasks.common.backbone import model_signature, upgrade_model_section
 from tasks.common.kfold import FoldUnits
-from tasks.common.tta import check_tta, with_tta
+from tasks.common.tta import with_tta
 from tasks.engine.registry import register_task
 from tasks.engine.run_folder import json_safe
 from tasks.engine.task import Task
@@ -72,7 +72,6 @@ class SegmentationTask(Task):
         m = cfg.model
         self.out_channels = output_channels(m.mode, m.num_classes, m.regions)  # validates mode/regions early
         validate_config(cfg)
-        check_tta("eval.tta", cfg.eval.tta)
         self.spec: DatasetSpec | None = None
         self._checkpoint: tuple[dict, str, str] | None = None
         self._best_dice = -math.inf

@@ -12,6 +12,7 @@ import re
 from collections.abc import Sequence
 
 from tasks.common.backbone import validate_backbone
+from tasks.common.tta import check_tta
 from tasks.engine.checks import check_one_of, check_range, invalid, is_number, show
 from tasks.engine.config import ConfigError
 
@@ -111,6 +112,7 @@ def check_eval(e, mode: str, num_classes: int) -> None:
             e.background_class,
             f"must be null or a class index in 0..{num_classes - 1} (model.num_classes={num_classes})",
         )
+    check_tta("eval.tta", e.tta)
     check_size_pair("eval.tile_size", e.tile_size, "height, width")
     check_range("eval.tile_overlap", e.tile_overlap, 0, 1, high_open=True)
     check_range("eval.overlays", e.overlays, 0)
