@@ -64,12 +64,14 @@ def wilson_interval(hits: int, total: int, z: float = 1.96) -> tuple[float, floa
 
 
 def score(checkpoint: str, out: Path) -> dict:
-    """Accuracy of the checkpoint on every image under ``out/test``, with its interval."""
+    """Accuracy of the checkpoint on every image under ``out/test`` (with the run's ``eval.tta``), with its
+    interval."""
     trained = load_trained_model(checkpoint)
     model, transform = trained.inference_model("cpu"), build_eval_transform(trained.cfg.data)
     hits = total = 0
     for class_dir in sorted(d for d in (out / "test").iterdir() if d.is_dir()):
-        predicted = predict_images(model, list_images(class_dir), transform).argmax(1)
+        probs = predict_images(model, list_images(class_dir), transform, tta=trained.cfg.eval.tta)
+        predicted = probs.argmax(1)
         hits += sum(trained.task.classes[i] == class_dir.name for i in predicted.tolist())
         total += len(predicted)
     low, high = wilson_interval(hits, total)
