@@ -10,7 +10,6 @@ toolkit's recipe so that the comparison in docs/results.md can be rerun.
 """
 
 import argparse
-import resource
 import sys
 from pathlib import Path
 
@@ -21,6 +20,8 @@ from torchvision.transforms import v2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hymenoptera_protocol import wilson_interval  # noqa: E402  (the protocol's interval, not its recipe)
+
+from tasks.engine.runtime import cpu_seconds  # noqa: E402  (the toolkit's clock, so both sides count alike)
 
 p = argparse.ArgumentParser()
 p.add_argument("--protocol", type=Path, default=Path("runs/hymenoptera_protocol"))
@@ -40,11 +41,6 @@ model = torchvision.models.resnet18(num_classes=len(train_set.classes)).to(memor
 opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
 sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, args.epochs * len(loader))
 bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-
-
-def cpu_seconds():  # this process and its ended children: the loader's workers end with each epoch
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 start = cpu_seconds()

@@ -9,18 +9,19 @@ so that a CPU budget is spent where a curve still climbs. `--budget` draws the b
 """
 
 import argparse
-import json
 from pathlib import Path
 
 from matplotlib.figure import Figure
+
+from tasks.engine.monitor import read_metrics
 
 
 def epoch_curve(run_dir: Path, metric: str) -> tuple[list[float], list[float]]:
     """(CPU minutes, val/<metric>) of every evaluated epoch of one run folder."""
     path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        raise SystemExit(f"{path}: no metrics.jsonl (is {run_dir} a run folder?)")
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = read_metrics(run_dir)
+    if not rows:
+        raise SystemExit(f"{path}: no records (is {run_dir} a run folder?)")
     key = f"val/{metric}"
     points = [(r["cpu_time_s"] / 60, r[key]) for r in rows if r.get("kind") == "epoch" and key in r]
     if not points:

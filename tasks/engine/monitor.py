@@ -32,6 +32,14 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def read_metrics(run_dir: Path) -> list[dict]:
+    """All records of a run folder's metrics.jsonl ([] when it has none yet)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 class RunLogger:
     """Append metrics to `metrics.jsonl`, mirror them to TensorBoard and redraw the PNG plots.
 
@@ -57,9 +65,7 @@ class RunLogger:
 
     def history(self) -> list[dict]:
         """All records in metrics.jsonl (a resumed run appends to the same file)."""
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        return read_metrics(self.run_dir)
 
     def write(self, record: dict, step: int) -> None:
         with self.path.open("a") as handle:
