@@ -29,6 +29,7 @@ NOT_IN_SIGNATURE = (
     "norm_eval",
     "drop_path_rate",
     "grad_checkpointing",
+    "zero_init_last",
 )
 
 # Keys that used to sit directly in `model:` and their place now; a config that still uses one gets an
@@ -67,6 +68,8 @@ class BackboneConfig:
     norm: str = "bn"  # bn | frozen_bn (torchvision FrozenBatchNorm2d) | gn (GroupNorm) | in (InstanceNorm)
     norm_groups: int = 32  # GroupNorm groups for norm=gn
     drop_path_rate: float = 0.0  # stochastic depth, linear over the blocks
+    # random init only: each block's last norm starts at 0, so the block starts as identity (timm's default)
+    zero_init_last: bool = False
     output_stride: int = 32  # 32 | 16 | 8: later strides become dilation (DeepLab)
     grad_checkpointing: bool = False  # recompute layer1..4 in backward: less activation memory, slower steps
     # levels (1..4 = layer1..4) whose 3x3 convs become modulated deformable convs (DCNv2); [] = none
@@ -158,6 +161,7 @@ def build_backbone(cfg: BackboneConfig, out_indices: Sequence[int], load_weights
         norm_eval=cfg.norm_eval,
         norm_layer=norm_layer(cfg),
         drop_path_rate=cfg.drop_path_rate,
+        zero_init_last=cfg.zero_init_last,
         output_stride=cfg.output_stride,
         grad_checkpointing=cfg.grad_checkpointing,
         dcn_stages=tuple(cfg.dcn_stages),
@@ -171,9 +175,10 @@ def build_backbone(cfg: BackboneConfig, out_indices: Sequence[int], load_weights
 def model_signature(model_cfg: object) -> dict:
     """A task's `model` section as resume and eval compare it: the network, not how it is trained.
 
-    `backbone.weights` and `partial_load` say where training started; `frozen_stages`, `norm_eval`,
-    `drop_path_rate` and `grad_checkpointing` how it is trained. None changes the tensors a checkpoint holds
-    (a resume that changes what is trainable is refused by the optimizer-state check instead).
+    `backbone.weights`, `partial_load` and `zero_init_last` say where training started; `frozen_stages`,
+    `norm_eval`, `drop_path_rate` and `grad_checkpointing` how it is trained. None changes the tensors a
+    checkpoint holds (a resume that changes what is trainable is refused by the optimizer-state check
+    instead).
     """
     signature = config_to_dict(model_cfg)
     for key in NOT_IN_SIGNATURE:
