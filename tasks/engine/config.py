@@ -132,6 +132,9 @@ class TrainConfig:
     eval_every: int = 1
     log_every: int = 20
     max_steps_per_epoch: int = 0  # optimizer steps per epoch; 0 = full epoch (small values for tests/demo)
+    # epochs between last.pt writes (also at every evaluation and the last epoch): short epochs of a
+    # large model would otherwise spend a good part of their CPU writing model and optimizer state
+    checkpoint_every: int = 1
     checkpoint_every_steps: int = 0  # also write last.pt every N optimizer steps (mid-epoch resume)
     tensorboard: bool = True  # log to TensorBoard when the package is installed
     plots: bool = True  # redraw curves.png (loss, lr, main metric) after every epoch
@@ -144,6 +147,7 @@ def validate_train_config(t: TrainConfig) -> None:
         "batch_size": t.batch_size,
         "accum_steps": t.accum_steps,
         "eval_every": t.eval_every,
+        "checkpoint_every": t.checkpoint_every,
         "log_every": t.log_every,
         "restart_epochs": t.restart_epochs,
         "restart_mult": t.restart_mult,

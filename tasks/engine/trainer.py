@@ -408,10 +408,12 @@ class Trainer:
             (self.run_dir / "weights_report.json").write_text(json.dumps(reports, indent=2))
 
     def _end_epoch(self, loop: LoopState, train_metrics: dict, val_loader: DataLoader | None) -> None:
-        """Evaluate when due, let the keeper and the task know, log the epoch, then checkpoint.
+        """Evaluate when due, let the keeper and the task know, log the epoch, then checkpoint when due.
 
-        The epoch's record is logged before last.pt is written: a kill in between leaves a record
-        newer than last.pt, which the resumed run drops (truncate_history) and writes again.
+        The epoch's record is logged before last.pt is written: a kill in between (or before the next
+        write, with train.checkpoint_every > 1) leaves records newer than last.pt, which the resumed run
+        drops (truncate_history) and writes again. Every evaluated epoch is written, so best.pt and the
+        top-k files are never behind the evaluations that chose them.
         """
         t = self.tcfg
         epoch = loop.epoch  # already advanced to the next epoch by _train_epoch
@@ -441,7 +443,8 @@ class Trainer:
             if t.plots:
                 self.logger.plot()
             log.info("epoch %d/%d %s", epoch, t.epochs, _fmt(shown))
-        self._save(loop, {**train_metrics, **metrics})
+        if metrics or epoch % t.checkpoint_every == 0 or epoch == t.epochs:
+            self._save(loop, {**train_metrics, **metrics})
 
     def _finish(self, loop: LoopState, last_metrics: dict, stopped_early: bool, seconds: float) -> dict:
         """Write summary.json (rank 0) and return the run summary."""

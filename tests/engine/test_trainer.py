@@ -250,3 +250,37 @@ def test_cpu_time_is_logged_per_epoch_and_carried_over_a_resume(toy_task_cls, to
     assert len(cpu) == 3 and cpu == sorted(cpu) and cpu[0] > 0
     saved = load_checkpoint(Path(cfg.output_dir) / "checkpoints" / "last.pt")["loop"]["cpu_s"]
     assert summary["train_cpu_s"] == pytest.approx(saved, abs=0.1) and saved >= cpu[1]
+
+
+def test_checkpoint_every_writes_last_pt_at_its_epochs_evaluations_and_the_end(
+    toy_task_cls, toy_config, monkeypatch
+):
+    cfg = toy_config(epochs=5, eval_every=3, checkpoint_every=2)
+    trainer = Trainer(cfg, toy_task_cls(cfg))
+    written, write = [], trainer.keeper.write
+    monkeypatch.setattr(trainer.keeper, "write", lambda ckpt: (written.append(ckpt["epoch"]), write(ckpt)))
+    trainer.fit()
+    assert written == [2, 3, 4, 5]  # every 2nd epoch, the evaluated epoch 3 and the last
+    cfg.train.epochs = 7  # a resume from last.pt (epoch 5) continues the run
+    assert Trainer(cfg, toy_task_cls(cfg), resume="auto").fit()["epochs_completed"] == 7
+
+
+def test_a_kill_between_checkpoints_resumes_from_the_last_one_written(toy_task_cls, toy_config):
+    """With checkpoint_every=2 a crash in epoch 4 leaves last.pt of epoch 2; the records of epoch 3 are
+    dropped on resume and written again, once."""
+    cfg = toy_config(epochs=4, checkpoint_every=2, eval_every=10)
+    task = toy_task_cls(cfg)
+    step = task.training_step
+
+    def crash_in_epoch_four(model, batch, device):
+        if task.calls == 3 * 6:  # 6 steps per epoch: before the first step of epoch 4
+            raise Crash
+        return step(model, batch, device)
+
+    task.training_step = crash_in_epoch_four
+    with pytest.raises(Crash):
+        Trainer(cfg, task).fit()
+    assert load_checkpoint(Path(cfg.output_dir) / "checkpoints" / "last.pt")["epoch"] == 2
+    Trainer(cfg, toy_task_cls(cfg), resume="auto").fit()
+    rows = [json.loads(line) for line in (Path(cfg.output_dir) / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows if r["kind"] == "epoch"] == [1, 2, 3, 4]
