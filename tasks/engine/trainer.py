@@ -418,7 +418,9 @@ class Trainer:
         t = self.tcfg
         epoch = loop.epoch  # already advanced to the next epoch by _train_epoch
         metrics: dict = {}
-        if val_loader is not None and (epoch % t.eval_every == 0 or epoch == t.epochs):
+        last_epoch = epoch == t.epochs
+        evaluated = val_loader is not None and (epoch % t.eval_every == 0 or last_epoch)
+        if evaluated:
             metrics = self._run_eval(val_loader, epoch)
             if self.best_metric not in metrics:
                 raise ConfigError(
@@ -443,7 +445,7 @@ class Trainer:
             if t.plots:
                 self.logger.plot()
             log.info("epoch %d/%d %s", epoch, t.epochs, _fmt(shown))
-        if metrics or epoch % t.checkpoint_every == 0 or epoch == t.epochs:
+        if evaluated or last_epoch or epoch % t.checkpoint_every == 0:
             self._save(loop, {**train_metrics, **metrics})
 
     def _finish(self, loop: LoopState, last_metrics: dict, stopped_early: bool, seconds: float) -> dict:
