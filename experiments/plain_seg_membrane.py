@@ -90,4 +90,5 @@ with torch.no_grad():
 for name, d in (("cell interior", interior), ("membrane", membrane)):
     ci = 1.96 * statistics.stdev(d) / math.sqrt(len(d))
     print(f"plain {name}: Dice {statistics.mean(d):.4f} +- {ci:.4f} over {len(d)} held-out slices")
+    print("  per slice: " + ", ".join(f"{stem} {dice:.4f}" for stem, dice in zip(val, d)))
 print(f"{step} steps, train CPU {time.process_time() - start:.0f} s, held out {sorted(held_out)}")

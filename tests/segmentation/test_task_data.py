@@ -15,7 +15,7 @@ from tasks.segmentation.model import build_unet
 from tasks.segmentation.predict import predict_folder
 from tasks.segmentation.task import SegmentationTask
 
-BINARY = ["data.images_dir=images", "data.masks_dir=masks", "data.val_fraction=0.34"]
+BINARY = ["data.images_dir=images", "data.masks_dir=masks", "data.val_fraction=0.34", "model.mode=binary"]
 
 
 def _task(tiny_seg_config, root, tmp_path, *extra) -> SegmentationTask:

@@ -42,6 +42,7 @@ def test_train_eval_predict_binary(binary_dataset, tmp_path):
         "data.images_dir=images",
         "data.masks_dir=masks",
         "data.val_fraction=0.34",
+        "model.mode=binary",  # the shipped config is two-class softmax; this test is the sigmoid path
         *TINY,
     ]
     assert _tool("train_seg").main([*args, f"--output-dir={run}"]) == 0

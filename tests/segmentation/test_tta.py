@@ -75,6 +75,7 @@ def test_eval_only_and_predict_seg_with_tta(binary_dataset, tmp_path, train_seg_
         "data.images_dir=images",
         "data.masks_dir=masks",
         "data.val_fraction=0.34",
+        "model.mode=binary",  # the sigmoid path, which the reference below computes by hand
     ]
     assert train_seg_main("unet_r34_membrane.yaml", run, *data) == 0
     assert train_seg_main("unet_r34_membrane.yaml", run, *data, "eval.tta=[hflip,vflip]", "--eval-only") == 0
