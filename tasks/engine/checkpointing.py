@@ -31,6 +31,7 @@ class LoopState:
     loss_sum: float = 0.0  # running train loss of the current epoch (a mid-epoch resume keeps it)
     loss_count: int = 0
     cpu_s: float = 0.0  # CPU seconds spent training so far, over resumes (runtime.cpu_seconds)
+    planned_epochs: int = 0  # the run's length as train.cpu_minutes fixed it; 0 = train.epochs
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -132,6 +132,9 @@ class TrainConfig:
     eval_every: int = 1
     log_every: int = 20
     max_steps_per_epoch: int = 0  # optimizer steps per epoch; 0 = full epoch (small values for tests/demo)
+    # CPU-time budget in minutes (training and evaluation, loader workers included): the second epoch is
+    # timed and the run trains as many epochs as fit, train.epochs at most; 0 = train.epochs exactly
+    cpu_minutes: float = 0.0
     # epochs between last.pt writes (also at every evaluation and the last epoch): short epochs of a
     # large model would otherwise spend a good part of their CPU writing model and optimizer state
     checkpoint_every: int = 1
@@ -171,6 +174,7 @@ def validate_train_config(t: TrainConfig) -> None:
         "warmup_epochs": t.warmup_epochs,
         "warmup_lr_ratio": t.warmup_lr_ratio,
         "grad_clip": t.grad_clip,
+        "cpu_minutes": t.cpu_minutes,
     }
     for key, value in non_negative.items():
         if not value >= 0:  # also catches NaN

@@ -10,6 +10,7 @@ resumed run skips the batches it already consumed and continues on the same stre
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -23,6 +24,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from .budget import PLAN_AFTER_EPOCH, epochs_within_budget
 from .checkpoint import CHECKPOINT_VERSION, CheckpointError, get_rng_state, load_checkpoint, set_rng_state
 from .checkpointing import CheckpointKeeper, LoopState, should_stop_early
 from .config import ConfigError, RunConfig, config_to_dict, save_config, validate_train_config
@@ -116,6 +118,7 @@ class Trainer:
         self.ema = None
         self.logger: RunLogger | None = None
         self._pending_rng: dict | None = None
+        self._eval_cpu_s = 0.0  # CPU of the latest evaluation (train.cpu_minutes counts evaluations)
 
     def _build_model(self) -> nn.Module:
         """The task's model on this run's device and memory format, seeded alike on every rank."""
@@ -296,6 +299,7 @@ class Trainer:
         batches_per_epoch, steps_per_epoch = self._epoch_length(train_loader, len(train_set))
         self._build_optimisation(steps_per_epoch)
         loop = self._restore(resume_ckpt, resume_path) if resume_ckpt is not None else LoopState()
+        self._keep_planned_length(loop)
         self.train_model = self._wrap_for_training()
         if self.dist.is_main:
             self._open_run_folder(loop.global_step if resume_ckpt is not None else 0)
@@ -317,9 +321,9 @@ class Trainer:
         self._cpu_mark = cpu_seconds()
         stopped_early = False
         last_metrics: dict = {}
-        if loop.epoch >= t.epochs:
+        if loop.epoch >= self._epochs(loop):
             log.info("nothing to do: the checkpoint already finished %d epochs", loop.epoch)
-        while loop.epoch < t.epochs and not stopped_early:
+        while loop.epoch < self._epochs(loop) and not stopped_early:
             last_metrics = self._train_epoch(loop, train_loader, sampler, seeded, batches_per_epoch)
             self._end_epoch(loop, last_metrics, val_loader)
             stopped_early = should_stop_early(loop, t.early_stop_patience, self.best_metric)
@@ -350,6 +354,7 @@ class Trainer:
 
     def _build_optimisation(self, steps_per_epoch: int) -> None:
         t = self.tcfg
+        self._steps_per_epoch = steps_per_epoch
         self.optimizer = build_optimizer(self.model, t)
         self.scheduler = build_scheduler(self.optimizer, t, steps_per_epoch)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
@@ -357,6 +362,45 @@ class Trainer:
             from timm.utils import ModelEmaV3
 
             self.ema = ModelEmaV3(self.model, decay=t.ema_decay)
+
+    # ------------------------------------------------------------------------------ CPU-time budget
+
+    def _epochs(self, loop: LoopState) -> int:
+        """The run's length: the one train.cpu_minutes fixed, else train.epochs."""
+        return loop.planned_epochs or self.tcfg.epochs
+
+    def _set_length(self, loop: LoopState, epochs: int) -> None:
+        """Fix the run at `epochs` and rebuild the schedule for that length (timm's schedulers are pure
+        functions of the update count, so the rebuilt one continues from `loop.global_step`)."""
+        loop.planned_epochs = epochs
+        planned = dataclasses.replace(self.tcfg, epochs=epochs)
+        self.scheduler = build_scheduler(self.optimizer, planned, self._steps_per_epoch)
+
+    def _keep_planned_length(self, loop: LoopState) -> None:
+        """A resumed run keeps the length its budget fixed (within this config's train.epochs)."""
+        t = self.tcfg
+        if loop.planned_epochs and t.cpu_minutes:
+            self._set_length(loop, min(loop.planned_epochs, t.epochs))
+        else:
+            loop.planned_epochs = 0
+
+    def _plan_to_budget(self, loop: LoopState, epoch_s: float, spent_s: float) -> None:
+        """After the timed epoch, fix how many epochs train.cpu_minutes holds (rank 0 decides for all)."""
+        t = self.tcfg
+        if not t.cpu_minutes or loop.planned_epochs or loop.epoch != PLAN_AFTER_EPOCH:
+            return
+        if self._eval_cpu_s and t.eval_every:
+            epoch_s += self._eval_cpu_s / t.eval_every  # evaluations are part of the budget too
+        epochs = epochs_within_budget(t.cpu_minutes * 60, spent_s, epoch_s, loop.epoch, t.epochs)
+        epochs = broadcast_object(epochs, self.dist)
+        self._set_length(loop, epochs)
+        log.info(
+            "train.cpu_minutes=%g: an epoch costs %.1f CPU-s, so the run trains %d epochs%s",
+            t.cpu_minutes,
+            epoch_s,
+            epochs,
+            f" (train.epochs={t.epochs} is the most)" if epochs == t.epochs else "",
+        )
 
     def _wrap_for_training(self) -> nn.Module:
         """SyncBatchNorm and DDP when distributed; the model itself otherwise."""
@@ -417,11 +461,14 @@ class Trainer:
         """
         t = self.tcfg
         epoch = loop.epoch  # already advanced to the next epoch by _train_epoch
+        trained = cpu_seconds()
+        self._plan_to_budget(loop, trained - self._cpu_mark, loop.cpu_s + trained - self._cpu_mark)
         metrics: dict = {}
-        last_epoch = epoch == t.epochs
+        last_epoch = epoch == self._epochs(loop)
         evaluated = val_loader is not None and (epoch % t.eval_every == 0 or last_epoch)
         if evaluated:
             metrics = self._run_eval(val_loader, epoch)
+            self._eval_cpu_s = cpu_seconds() - trained
             if self.best_metric not in metrics:
                 raise ConfigError(
                     f"train.best_metric={self.best_metric!r} is not among the task's metrics "
@@ -444,7 +491,7 @@ class Trainer:
             )
             if t.plots:
                 self.logger.plot()
-            log.info("epoch %d/%d %s", epoch, t.epochs, _fmt(shown))
+            log.info("epoch %d/%d %s", epoch, self._epochs(loop), _fmt(shown))
         if evaluated or last_epoch or epoch % t.checkpoint_every == 0:
             self._save(loop, {**train_metrics, **metrics})
 
@@ -489,7 +536,9 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step_update(loop.global_step)
         self._epoch_start = time.perf_counter()
-        bar = progress(loader, batches - first, f"epoch {loop.epoch + 1}/{t.epochs}", self.show_bars)
+        bar = progress(
+            loader, batches - first, f"epoch {loop.epoch + 1}/{self._epochs(loop)}", self.show_bars
+        )
         extras: dict[str, float] = {}
         for index, batch in enumerate(bar, start=first):
             if index >= batches:
@@ -580,7 +629,7 @@ class Trainer:
             log.info(
                 "epoch %d/%d step %d/%d loss %.4f lr %.3g%s %.1f samples/s",
                 loop.epoch + 1,
-                t.epochs,
+                self._epochs(loop),
                 math.ceil((index + 1) / t.accum_steps),
                 math.ceil(batches / t.accum_steps),
                 loss,

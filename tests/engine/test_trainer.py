@@ -230,6 +230,8 @@ def test_device_and_amp_resolution():
 def test_bad_train_values_fail_before_work(toy_task_cls, toy_config):
     with pytest.raises(ConfigError, match="train.accum_steps=0"):
         Trainer(toy_config(accum_steps=0), toy_task_cls(toy_config()))
+    with pytest.raises(ConfigError, match=r"train.cpu_minutes=-5.0: must be >= 0"):
+        Trainer(toy_config(cpu_minutes=-5.0), toy_task_cls(toy_config()))
 
 
 def test_cpu_seconds_counts_ended_children():
@@ -288,3 +290,62 @@ def test_a_kill_between_checkpoints_resumes_from_the_last_one_written(toy_task_c
     Trainer(cfg, toy_task_cls(cfg), resume="auto").fit()
     rows = [json.loads(line) for line in (Path(cfg.output_dir) / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows if r["kind"] == "epoch"] == [1, 2, 3, 4]
+
+
+def _clock_of(task, monkeypatch, eval_s: float = 0.0):
+    """A CPU clock that reads one second per training step of `task` and `eval_s` per evaluation."""
+    evals, evaluate = [], task.evaluate
+
+    def counted(*args):
+        evals.append(1)
+        return evaluate(*args)
+
+    task.evaluate = counted
+    monkeypatch.setattr("tasks.engine.trainer.cpu_seconds", lambda: task.calls + eval_s * len(evals))
+
+
+def test_cpu_minutes_fixes_the_length_after_the_timed_epoch_and_the_schedule_ends_with_it(
+    toy_task_cls, toy_config, monkeypatch
+):
+    cfg = toy_config(epochs=20, cpu_minutes=0.5, eval_every=100, lr=0.1)  # 6 steps = 6 CPU-s an epoch
+    task = toy_task_cls(cfg)
+    _clock_of(task, monkeypatch)
+    summary = Trainer(cfg, task).fit()
+    assert summary["epochs_completed"] == 5  # 12 s after two epochs, 18 s left: three more
+    rows = [json.loads(line) for line in (Path(cfg.output_dir) / "metrics.jsonl").read_text().splitlines()]
+    last_lr = [r["lr"] for r in rows if r["kind"] == "step"][-1]
+    assert last_lr < 1e-3  # cosine over 5 epochs is at its end (over 20 it would still be near 0.09)
+    assert load_checkpoint(Path(cfg.output_dir) / "checkpoints" / "last.pt")["loop"]["planned_epochs"] == 5
+
+
+def test_cpu_minutes_counts_evaluations_and_stays_within_train_epochs(toy_task_cls, toy_config, monkeypatch):
+    cfg = toy_config(epochs=20, cpu_minutes=0.75, eval_every=1)
+    task = toy_task_cls(cfg)
+    _clock_of(task, monkeypatch, eval_s=3.0)
+    summary = Trainer(cfg, task).fit()
+    assert summary["epochs_completed"] == 5  # 9 CPU-s an epoch with its evaluation; 7 if it were left out
+    assert summary["train_cpu_s"] <= 45
+    cfg = toy_config(epochs=4, cpu_minutes=60)
+    cfg.output_dir += "_long_budget"
+    task = toy_task_cls(cfg)
+    _clock_of(task, monkeypatch)
+    assert Trainer(cfg, task).fit()["epochs_completed"] == 4
+
+
+def test_a_resumed_budgeted_run_keeps_its_length(toy_task_cls, toy_config, monkeypatch):
+    cfg = toy_config(epochs=20, cpu_minutes=0.5, eval_every=100)
+    task = toy_task_cls(cfg)
+    _clock_of(task, monkeypatch)
+    step = task.training_step
+
+    def crash_in_epoch_four(model, batch, device):
+        if task.calls == 3 * 6:
+            raise Crash
+        return step(model, batch, device)
+
+    task.training_step = crash_in_epoch_four
+    with pytest.raises(Crash):
+        Trainer(cfg, task).fit()
+    resumed = toy_task_cls(cfg)
+    monkeypatch.setattr("tasks.engine.trainer.cpu_seconds", lambda: 100.0 * resumed.calls)  # a slower CPU
+    assert Trainer(cfg, resumed, resume="auto").fit()["epochs_completed"] == 5

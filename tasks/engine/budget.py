@@ -1,0 +1,24 @@
+"""Sizing a run to a CPU-time budget (`train.cpu_minutes`): how many epochs fit, decided once, early.
+
+A recipe written in epochs costs three times as much on a CPU without native bf16 as on one with it, so a
+budget in epochs is right for one kind of machine only. With `train.cpu_minutes` the trainer times the
+second epoch (the first pays one-off costs: loader workers, oneDNN kernel selection, caches) and fixes the
+run's length there, with `train.epochs` as the most it may train. The schedule is then rebuilt for that
+length, so cosine and step decays end where the run ends; the length is saved with the loop state, so a
+resumed run keeps it.
+"""
+
+from __future__ import annotations
+
+import math
+
+PLAN_AFTER_EPOCH = 2
+
+
+def epochs_within_budget(budget_s: float, spent_s: float, epoch_s: float, done: int, cap: int) -> int:
+    """Epochs the run trains in all: `done` plus as many more `epoch_s`-long epochs as the rest of
+    `budget_s` holds (after `spent_s`), never fewer than `done` nor more than `cap`."""
+    if epoch_s <= 0:
+        return cap
+    more = math.floor(max(0.0, budget_s - spent_s) / epoch_s)
+    return max(done, min(cap, done + more))
