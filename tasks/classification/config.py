@@ -54,7 +54,10 @@ class ClassificationDataConfig:
     fold: int = 0  # with num_folds: the fold validated on, 0..num_folds-1 (by image, stratified by class)
     splits_file: str = ""  # with num_folds: the splits.json of the folds ("" = made from split_seed)
     image_size: int = 224
-    resize_size: int = 0  # eval resize before the center crop; 0 = image_size / 0.875
+    resize_size: int = 0  # eval resize before the center crop; 0 = eval_crop_size / 0.875
+    # eval and predict center crop; 0 = image_size. Larger than image_size makes up for RandomResizedCrop
+    # showing objects larger in training than the center crop does (FixRes, Touvron et al. 2019)
+    eval_crop_size: int = 0
     augment: ClassificationAugmentConfig = field(default_factory=ClassificationAugmentConfig)
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))

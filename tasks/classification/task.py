@@ -36,7 +36,7 @@ from .data import (
 )
 from .metrics import confusion_matrix, plot_confusion_matrix, precision_recall, topk_accuracy
 from .model import build_classifier
-from .transforms import build_eval_transform, build_train_transform
+from .transforms import build_eval_transform, build_train_transform, eval_crop_size
 from .validation import validate_config
 
 log = logging.getLogger("tasks.classification")
@@ -430,7 +430,8 @@ class ClassificationTask(Task):
     # ----------------------------------------------------------------------------------- deployment
 
     def input_size(self) -> tuple[int, int]:
-        return (self.cfg.data.image_size, self.cfg.data.image_size)
+        size = eval_crop_size(self.cfg.data)  # what evaluation and prediction feed the model
+        return (size, size)
 
     def with_eval_transforms(self, dataset: ImageListDataset) -> ImageListDataset:
         """A copy of `dataset` read with the evaluation transform (resize + centre crop, no augmentation)."""

@@ -33,9 +33,14 @@ class ClassificationAugmentConfig:
     mixup_prob: float = 1.0  # probability of mixing a batch when mixup or cutmix is on
 
 
+def eval_crop_size(cfg: ClassificationDataConfig) -> int:
+    """The evaluation center crop: data.eval_crop_size, else the training size."""
+    return cfg.eval_crop_size or cfg.image_size
+
+
 def eval_resize_size(cfg: ClassificationDataConfig) -> int:
     """Resize-before-crop size: the usual 0.875 crop ratio (256 -> 224) unless set explicitly."""
-    return cfg.resize_size or int(round(cfg.image_size / 0.875))
+    return cfg.resize_size or int(round(eval_crop_size(cfg) / 0.875))
 
 
 def _to_tensor(cfg: ClassificationDataConfig) -> list:
@@ -65,9 +70,10 @@ def build_train_transform(cfg: ClassificationDataConfig) -> v2.Compose:
 
 
 def build_eval_transform(cfg: ClassificationDataConfig) -> v2.Compose:
-    """Resize the short side then center-crop `image_size` (cifar: the image as is, just normalised)."""
+    """Resize the short side then center-crop `eval_crop_size(cfg)` (cifar: resize to it, no margin)."""
+    crop = eval_crop_size(cfg)
     if cfg.augment.policy == "cifar":
-        ops = [v2.Resize(cfg.image_size, antialias=True), v2.CenterCrop(cfg.image_size)]
+        ops = [v2.Resize(crop, antialias=True), v2.CenterCrop(crop)]
     else:
-        ops = [v2.Resize(eval_resize_size(cfg), antialias=True), v2.CenterCrop(cfg.image_size)]
+        ops = [v2.Resize(eval_resize_size(cfg), antialias=True), v2.CenterCrop(crop)]
     return v2.Compose(ops + _to_tensor(cfg))

@@ -62,14 +62,17 @@ def validate_data(data: ClassificationDataConfig, batch_size: int) -> None:
     check_range("data.val_fraction", data.val_fraction, 0.0, 1.0, high_open=True)
     if data.image_size < 1:
         raise invalid("data.image_size", data.image_size, "must be a positive number of pixels")
+    if data.eval_crop_size < 0:
+        raise invalid("data.eval_crop_size", data.eval_crop_size, "must be >= 0 (0 = data.image_size)")
     if data.resize_size < 0:
-        raise invalid("data.resize_size", data.resize_size, "must be >= 0 (0 = data.image_size / 0.875)")
-    if data.augment.policy != "cifar" and 0 < data.resize_size < data.image_size:
+        raise invalid("data.resize_size", data.resize_size, "must be >= 0 (0 = eval crop / 0.875)")
+    crop = data.eval_crop_size or data.image_size
+    if data.augment.policy != "cifar" and 0 < data.resize_size < crop:
         # CenterCrop pads an image smaller than the crop with black borders instead of failing.
         raise invalid(
             "data.resize_size",
             data.resize_size,
-            f"must be 0 or >= data.image_size={data.image_size} (the center crop would pad the image)",
+            f"must be 0 or >= the eval crop, {crop} (the center crop would pad the image)",
         )
     check_channel_list("data.mean", data.mean, positive=False)
     check_channel_list("data.std", data.std, positive=True)

@@ -2,8 +2,9 @@
 
 A recipe written in epochs costs three times as much on a CPU without native bf16 as on one with it, so a
 budget in epochs is right for one kind of machine only. With `train.cpu_minutes` the trainer times the
-second epoch (the first pays one-off costs: loader workers, oneDNN kernel selection, caches) and fixes the
-run's length there, with `train.epochs` as the most it may train. The schedule is then rebuilt for that
+second and third epochs (the first pays one-off costs: oneDNN kernel selection, caches; one epoch alone
+varied by a third on a 2-core machine) and fixes the run's length after the third, with `train.epochs` as
+the most it may train. The schedule is then rebuilt for that
 length, so cosine and step decays end where the run ends; the length is saved with the loop state, so a
 resumed run keeps it.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-PLAN_AFTER_EPOCH = 2
+PLAN_AFTER_EPOCH = 3
 
 
 def epochs_within_budget(budget_s: float, spent_s: float, epoch_s: float, done: int, cap: int) -> int:

@@ -132,7 +132,7 @@ class TrainConfig:
     eval_every: int = 1
     log_every: int = 20
     max_steps_per_epoch: int = 0  # optimizer steps per epoch; 0 = full epoch (small values for tests/demo)
-    # CPU-time budget in minutes (training and evaluation, loader workers included): the second epoch is
+    # CPU-time budget in minutes (training and evaluation, loader workers included): epochs 2-3 are
     # timed and the run trains as many epochs as fit, train.epochs at most; 0 = train.epochs exactly
     cpu_minutes: float = 0.0
     # epochs between last.pt writes (also at every evaluation and the last epoch): short epochs of a

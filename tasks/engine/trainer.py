@@ -118,6 +118,7 @@ class Trainer:
         self.ema = None
         self.logger: RunLogger | None = None
         self._pending_rng: dict | None = None
+        self._epoch_cpu_s: list[float] = []  # training CPU of each epoch this process ran (cpu_minutes)
         self._eval_cpu_s = 0.0  # CPU of the latest evaluation (train.cpu_minutes counts evaluations)
 
     def _build_model(self) -> nn.Module:
@@ -384,11 +385,13 @@ class Trainer:
         else:
             loop.planned_epochs = 0
 
-    def _plan_to_budget(self, loop: LoopState, epoch_s: float, spent_s: float) -> None:
-        """After the timed epoch, fix how many epochs train.cpu_minutes holds (rank 0 decides for all)."""
+    def _plan_to_budget(self, loop: LoopState, spent_s: float) -> None:
+        """After the timed epochs, fix how many epochs train.cpu_minutes holds (rank 0 decides for all)."""
         t = self.tcfg
         if not t.cpu_minutes or loop.planned_epochs or loop.epoch != PLAN_AFTER_EPOCH:
             return
+        timed = self._epoch_cpu_s[1:] or self._epoch_cpu_s  # this process's first epoch pays one-off costs
+        epoch_s = sum(timed) / len(timed)
         if self._eval_cpu_s and t.eval_every:
             epoch_s += self._eval_cpu_s / t.eval_every  # evaluations are part of the budget too
         epochs = epochs_within_budget(t.cpu_minutes * 60, spent_s, epoch_s, loop.epoch, t.epochs)
@@ -462,7 +465,8 @@ class Trainer:
         t = self.tcfg
         epoch = loop.epoch  # already advanced to the next epoch by _train_epoch
         trained = cpu_seconds()
-        self._plan_to_budget(loop, trained - self._cpu_mark, loop.cpu_s + trained - self._cpu_mark)
+        self._epoch_cpu_s.append(trained - self._cpu_mark)
+        self._plan_to_budget(loop, loop.cpu_s + trained - self._cpu_mark)
         metrics: dict = {}
         last_epoch = epoch == self._epochs(loop)
         evaluated = val_loader is not None and (epoch % t.eval_every == 0 or last_epoch)

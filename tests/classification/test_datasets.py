@@ -4,10 +4,14 @@ import logging
 from collections import Counter
 
 import pytest
+import torch
+from PIL import Image
+from torchvision.transforms import v2
 
 from tasks.classification.config import ClassificationConfig
 from tasks.classification.data import DataError, Sample, scan_image_folder, stratified_split
 from tasks.classification.task import ClassificationTask
+from tasks.classification.transforms import build_eval_transform
 
 
 def task_for(root, **data):
@@ -216,3 +220,22 @@ def test_auto_augment_adds_torchvision_policy_after_crop_and_flip(auto_augment):
     assert kinds.index(expected) == kinds.index(v2.RandomHorizontalFlip) + 2  # after the colour jitter
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 48, 3), dtype=np.uint8))
     assert transform(image).shape == (3, 32, 32)
+
+
+def test_eval_crop_size_sets_the_evaluation_and_export_size_only(image_folder):
+    task = task_for(image_folder, eval_crop_size=40, val_fraction=0.5)
+    train_set, val_set = task.build_datasets()
+    assert train_set[0][0].shape[-2:] == (32, 32)  # training crops stay at data.image_size
+    assert val_set[0][0].shape[-2:] == (40, 40)
+    assert task.input_size() == (40, 40)
+    image = Image.open(val_set.samples[0].path).convert("RGB")
+    reference = v2.Compose(
+        [
+            v2.Resize(46, antialias=True),  # 40 / 0.875, the usual crop ratio
+            v2.CenterCrop(40),
+            v2.ToImage(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(task.cfg.data.mean, task.cfg.data.std),
+        ]
+    )
+    assert torch.equal(build_eval_transform(task.cfg.data)(image), reference(image))
