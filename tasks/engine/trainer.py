@@ -388,7 +388,7 @@ class Trainer:
     def _plan_to_budget(self, loop: LoopState, spent_s: float) -> None:
         """After the timed epochs, fix how many epochs train.cpu_minutes holds (rank 0 decides for all)."""
         t = self.tcfg
-        if not t.cpu_minutes or loop.planned_epochs or loop.epoch != PLAN_AFTER_EPOCH:
+        if not t.cpu_minutes or loop.planned_epochs or loop.epoch < PLAN_AFTER_EPOCH:
             return
         timed = self._epoch_cpu_s[1:] or self._epoch_cpu_s  # this process's first epoch pays one-off costs
         epoch_s = sum(timed) / len(timed)
