@@ -17,7 +17,7 @@ from tasks.engine.checks import check_one_of, check_range, invalid
 
 from .config import ClassificationConfig, ClassificationDataConfig, ClassificationModelConfig
 from .model import HEADS, POOLS
-from .transforms import AUGMENTS, AUTO_AUGMENTS, ClassificationAugmentConfig
+from .transforms import AUGMENTS, AUTO_AUGMENTS, ClassificationAugmentConfig, eval_crop_size
 
 FORMATS = ("imagefolder", "csv")
 # Every image is decoded to RGB (tasks.common.images.read_pil), so the network always sees 3 channels.
@@ -66,7 +66,7 @@ def validate_data(data: ClassificationDataConfig, batch_size: int) -> None:
         raise invalid("data.eval_crop_size", data.eval_crop_size, "must be >= 0 (0 = data.image_size)")
     if data.resize_size < 0:
         raise invalid("data.resize_size", data.resize_size, "must be >= 0 (0 = eval crop / 0.875)")
-    crop = data.eval_crop_size or data.image_size
+    crop = eval_crop_size(data)
     if data.augment.policy != "cifar" and 0 < data.resize_size < crop:
         # CenterCrop pads an image smaller than the crop with black borders instead of failing.
         raise invalid(

@@ -4,9 +4,8 @@ A recipe written in epochs costs three times as much on a CPU without native bf1
 budget in epochs is right for one kind of machine only. With `train.cpu_minutes` the trainer times the
 second and third epochs (the first pays one-off costs: oneDNN kernel selection, caches; one epoch alone
 varied by a third on a 2-core machine) and fixes the run's length after the third, with `train.epochs` as
-the most it may train. The schedule is then rebuilt for that
-length, so cosine and step decays end where the run ends; the length is saved with the loop state, so a
-resumed run keeps it.
+the most it may train. The schedule is then rebuilt for that length, so cosine and step decays end where
+the run ends; the length is saved with the loop state, so a resumed run keeps it.
 """
 
 from __future__ import annotations
