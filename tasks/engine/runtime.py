@@ -25,10 +25,13 @@ def cpu_has_native_bf16() -> bool:
 
     `torch.ops.mkldnn._is_mkldnn_bf16_supported()` also returns True on plain AVX-512 cores, where oneDNN
     emulates bf16 and autocast is usually *slower* than fp32, so we look at the instruction sets instead.
+    Those come from cpuinfo alone, so oneDNN must also be allowed to use them: with `ONEDNN_MAX_CPU_ISA=AVX2`
+    (a user capping the kernels, or emulating an AVX2 machine) bf16 would be emulated again.
     """
     cpu = getattr(torch, "cpu", None)
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+    has_instructions = any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+    return has_instructions and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:

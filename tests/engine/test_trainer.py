@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -225,6 +226,17 @@ def test_device_and_amp_resolution():
     assert resolve_amp("off", torch.device("cpu")) is None
     with pytest.raises(ConfigError, match="train.amp='fp8'"):
         resolve_amp("fp8", torch.device("cpu"))
+
+
+def test_no_native_bf16_when_onednn_is_capped_below_it():
+    # cpuinfo still reports the bf16 instructions; oneDNN, capped at AVX2, would emulate them slowly
+    code = "from tasks.engine.runtime import cpu_has_native_bf16\nprint(cpu_has_native_bf16())"
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    repo = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=repo, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "False"  # so amp=auto trains in fp32 there
 
 
 def test_bad_train_values_fail_before_work(toy_task_cls, toy_config):
