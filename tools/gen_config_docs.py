@@ -46,11 +46,11 @@ def field_comments(cls: type) -> dict[str, str]:
             if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
                 line = lines[node.lineno - 1]
                 text = line.split("#", 1)[1].strip() if "#" in line else ""
-                above = node.lineno - 2
+                above, block = node.lineno - 2, []
                 while not text and above >= 0 and lines[above].strip().startswith("#"):
-                    text = lines[above].strip().lstrip("#").strip() + (" " + text if text else "")
+                    block.insert(0, lines[above].strip().lstrip("#").strip())
                     above -= 1
-                comments[node.target.id] = text
+                comments[node.target.id] = text or " ".join(block)
     return comments
 
 

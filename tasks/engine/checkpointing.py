@@ -32,6 +32,7 @@ class LoopState:
     loss_count: int = 0
     cpu_s: float = 0.0  # CPU seconds spent training so far, over resumes (runtime.cpu_seconds)
     planned_epochs: int = 0  # the run's length as train.cpu_minutes fixed it; 0 = train.epochs
+    length_reviewed: bool = False  # train.cpu_minutes has reviewed planned_epochs (it does so once)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

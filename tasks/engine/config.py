@@ -133,7 +133,8 @@ class TrainConfig:
     log_every: int = 20
     max_steps_per_epoch: int = 0  # optimizer steps per epoch; 0 = full epoch (small values for tests/demo)
     # CPU-time budget in minutes (training and evaluation, loader workers included): epochs 2-3 are
-    # timed and the run trains as many epochs as fit, train.epochs at most; 0 = train.epochs exactly
+    # timed and the run trains as many epochs as fit, train.epochs at most, reviewed once a quarter of
+    # the way in; 0 = train.epochs exactly
     cpu_minutes: float = 0.0
     # epochs between last.pt writes (also at every evaluation and the last epoch): short epochs of a
     # large model would otherwise spend a good part of their CPU writing model and optimizer state

@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from .budget import PLAN_AFTER_EPOCH, epochs_within_budget
+from .budget import PLAN_AFTER_EPOCH, epochs_within_budget, review_epoch
 from .checkpoint import CHECKPOINT_VERSION, CheckpointError, get_rng_state, load_checkpoint, set_rng_state
 from .checkpointing import CheckpointKeeper, LoopState, should_stop_early
 from .config import ConfigError, RunConfig, config_to_dict, save_config, validate_train_config
@@ -383,25 +383,44 @@ class Trainer:
         if loop.planned_epochs and t.cpu_minutes:
             self._set_length(loop, min(loop.planned_epochs, t.epochs))
         else:
-            loop.planned_epochs = 0
+            loop.planned_epochs, loop.length_reviewed = 0, False
+
+    def _budget_decision_due(self, loop: LoopState) -> bool:
+        """Whether train.cpu_minutes fixes the length now: after epoch 3, then once more at the review
+        epoch, if this process has timed two epochs of its own by then (a resumed run that has not keeps
+        the length it was given) and the run is not already at its end."""
+        if not self.tcfg.cpu_minutes or loop.epoch < PLAN_AFTER_EPOCH:
+            return False
+        if not loop.planned_epochs:
+            return True
+        return (
+            not loop.length_reviewed
+            and review_epoch(loop.planned_epochs) <= loop.epoch < loop.planned_epochs
+            and len(self._epoch_cpu_s) >= 3
+        )
 
     def _plan_to_budget(self, loop: LoopState, spent_s: float) -> None:
-        """After the timed epochs, fix how many epochs train.cpu_minutes holds (rank 0 decides for all)."""
-        t = self.tcfg
-        if not t.cpu_minutes or loop.planned_epochs or loop.epoch < PLAN_AFTER_EPOCH:
+        """Fix (or review) how many epochs train.cpu_minutes holds; rank 0 decides for all."""
+        if not self._budget_decision_due(loop):
             return
+        t = self.tcfg
         timed = self._epoch_cpu_s[1:] or self._epoch_cpu_s  # this process's first epoch pays one-off costs
         epoch_s = sum(timed) / len(timed)
         if self._eval_cpu_s and t.eval_every:
             epoch_s += self._eval_cpu_s / t.eval_every  # evaluations are part of the budget too
         epochs = epochs_within_budget(t.cpu_minutes * 60, spent_s, epoch_s, loop.epoch, t.epochs)
         epochs = broadcast_object(epochs, self.dist)
+        previous = loop.planned_epochs
+        loop.length_reviewed = bool(previous)
         self._set_length(loop, epochs)
         log.info(
-            "train.cpu_minutes=%g: an epoch costs %.1f CPU-s, so the run trains %d epochs%s",
+            "train.cpu_minutes=%g: %s epoch %d, an epoch costs %.1f CPU-s, so the run trains %d epochs%s%s",
             t.cpu_minutes,
+            "reviewed after" if previous else "after",
+            loop.epoch,
             epoch_s,
             epochs,
+            f" (planned: {previous})" if previous else "",
             f" (train.epochs={t.epochs} is the most)" if epochs == t.epochs else "",
         )
 

@@ -330,6 +330,16 @@ def test_cpu_minutes_fixes_the_length_after_the_timed_epoch_and_the_schedule_end
     assert load_checkpoint(Path(cfg.output_dir) / "checkpoints" / "last.pt")["loop"]["planned_epochs"] == 5
 
 
+def test_cpu_minutes_reviews_the_length_a_quarter_of_the_way_in(toy_task_cls, toy_config, monkeypatch):
+    cfg = toy_config(epochs=40, cpu_minutes=2, eval_every=100)
+    task = toy_task_cls(cfg)
+    # epochs 1-3 cost 6 CPU-s (the plan: 17 more, 20 in all), later ones 12 (the machine got busier)
+    monkeypatch.setattr("tasks.engine.trainer.cpu_seconds", lambda: task.calls + max(0, task.calls - 18))
+    assert Trainer(cfg, task).fit()["epochs_completed"] == 13  # after epoch 5: 42 s spent, 9 s an epoch
+    loop = load_checkpoint(Path(cfg.output_dir) / "checkpoints" / "last.pt")["loop"]
+    assert (loop["planned_epochs"], loop["length_reviewed"]) == (13, True)
+
+
 def test_cpu_minutes_counts_evaluations_and_stays_within_train_epochs(toy_task_cls, toy_config, monkeypatch):
     cfg = toy_config(epochs=20, cpu_minutes=0.75, eval_every=1)
     task = toy_task_cls(cfg)
