@@ -3,6 +3,9 @@
     python experiments/omniglot_protocol.py make --root ../shared/data/omniglot/images_background_small1
     python experiments/omniglot_protocol.py score --checkpoint runs/fewshot/omniglot_small/checkpoints/last.pt
 
+An inner split for choosing settings, inside the base alphabets (the held-out one left out entirely):
+    python experiments/omniglot_protocol.py make --out runs/omniglot_inner --held-out Greek --exclude Korean
+
 `make` writes, under --out (default runs/omniglot_protocol):
 - split.json: base = every character of the other alphabets, val = none, novel = the held-out alphabet
   (train with `data.split_file=<out>/split.json`, so no held-out character is ever trained on);
@@ -30,15 +33,19 @@ from tasks.fewshot.splits import save_split
 from tools import eval_fewshot
 
 
-def make(root: Path, out: Path, held_out: str, runs: int, n_way: int, queries: int, seed: int) -> None:
-    """Write split.json and the fixed-task folders of every run (see the module docstring)."""
+def make(
+    root: Path, out: Path, held_out: str, runs: int, n_way: int, queries: int, seed: int, exclude=()
+) -> None:
+    """Write split.json and the fixed-task folders of every run (see the module docstring); the
+    characters of the `exclude` alphabets are in neither part."""
     index = scan_class_folders(root)
     novel = [c for c, g in zip(index.class_names, index.groups) if g == held_out]
     if len(novel) < n_way:
         raise SystemExit(f"{root}/{held_out}: {len(novel)} characters, a {n_way}-way run needs {n_way}")
-    base = [c for c, g in zip(index.class_names, index.groups) if g != held_out]
+    base = [c for c, g in zip(index.class_names, index.groups) if g != held_out and g not in exclude]
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"protocol": "whole alphabet held out", "held_out": held_out, "root": str(root)}
+    meta = {"protocol": "whole alphabet held out", "held_out": held_out, "excluded": list(exclude)}
+    meta["root"] = str(root)
     save_split(out / "split.json", {"base": base, "val": [], "novel": novel}, meta)
     files = dict(zip(index.class_names, index.files))
     rng = random.Random(seed)
@@ -81,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/omniglot_protocol"))
     parser.add_argument("--root", type=Path, default=Path("../shared/data/omniglot/images_background_small1"))
     parser.add_argument("--held-out", default="Korean", help="the alphabet kept out of training")
+    parser.add_argument(
+        "--exclude", action="append", default=[], help="make: an alphabet in neither part (repeatable)"
+    )
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--n-way", type=int, default=20)
     parser.add_argument("--queries", type=int, default=5, help="query drawings per character and run")
@@ -90,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="score: write the summary here")
     args, extra = parser.parse_known_args(argv)
     if args.command == "make":
-        make(args.root, args.out, args.held_out, args.runs, args.n_way, args.queries, args.seed)
+        make(args.root, args.out, args.held_out, args.runs, args.n_way, args.queries, args.seed, args.exclude)
         return 0
     if not args.checkpoint:
         parser.error("score needs --checkpoint")

@@ -47,3 +47,14 @@ def test_make_holds_out_one_group_and_writes_fixed_tasks(tmp_path, make_tree):
         assert len(task.support_paths) == 4 and len(task.query_paths) == 8
         support = {p.resolve() for p in task.support_paths}
         assert not support & {p.resolve() for p in task.query_paths}  # a query is never its own support
+
+
+def test_make_excluded_groups_are_in_neither_part(tmp_path, make_tree):
+    root = make_tree(tmp_path / "data", groups=3, classes=5, images=6)
+    out = tmp_path / "inner"
+    argv = ["make", "--root", str(root), "--out", str(out), "--held-out", "g1", "--exclude", "g2"]
+    _protocol_main([*argv, "--runs", "2", "--n-way", "3", "--queries", "1"])
+    split = json.loads((out / "split.json").read_text())
+    assert split["base"] == [f"g0/c{c}" for c in range(5)]
+    assert split["novel"] == [f"g1/c{c}" for c in range(5)]
+    assert split["meta"]["excluded"] == ["g2"]
