@@ -34,7 +34,14 @@ from tools import eval_fewshot
 
 
 def make(
-    root: Path, out: Path, held_out: str, runs: int, n_way: int, queries: int, seed: int, exclude=()
+    root: Path,
+    out: Path,
+    held_out: str,
+    runs: int,
+    n_way: int,
+    queries: int,
+    seed: int,
+    exclude: tuple[str, ...] = (),
 ) -> None:
     """Write split.json and the fixed-task folders of every run (see the module docstring); the
     characters of the `exclude` alphabets are in neither part."""
@@ -44,8 +51,12 @@ def make(
         raise SystemExit(f"{root}/{held_out}: {len(novel)} characters, a {n_way}-way run needs {n_way}")
     base = [c for c, g in zip(index.class_names, index.groups) if g != held_out and g not in exclude]
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"protocol": "whole alphabet held out", "held_out": held_out, "excluded": list(exclude)}
-    meta["root"] = str(root)
+    meta = {
+        "protocol": "whole alphabet held out",
+        "held_out": held_out,
+        "excluded": list(exclude),
+        "root": str(root),
+    }
     save_split(out / "split.json", {"base": base, "val": [], "novel": novel}, meta)
     files = dict(zip(index.class_names, index.files))
     rng = random.Random(seed)
@@ -100,7 +111,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="score: write the summary here")
     args, extra = parser.parse_known_args(argv)
     if args.command == "make":
-        make(args.root, args.out, args.held_out, args.runs, args.n_way, args.queries, args.seed, args.exclude)
+        make(
+            args.root,
+            args.out,
+            args.held_out,
+            args.runs,
+            args.n_way,
+            args.queries,
+            args.seed,
+            tuple(args.exclude),
+        )
         return 0
     if not args.checkpoint:
         parser.error("score needs --checkpoint")
