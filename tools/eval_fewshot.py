@@ -16,10 +16,12 @@ from pathlib import Path
 
 import torch
 
+from tasks.common.tta import add_tta_argument, tta_from_cli
 from tasks.engine.cli import UsageError, exits_on_user_error
 from tasks.engine.monitor import progress, use_progress_bars
 from tasks.fewshot.episodes import EpisodeSpec
 from tasks.fewshot.methods import METHODS, FinetuneSettings
+from tasks.fewshot.model import with_views
 from tasks.fewshot.predict import (
     base_feature_mean,
     load_trained_net,
@@ -49,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frozen-stages", type=int, default=3, help="Baseline(++): 4 = train the head only")
     p.add_argument("--finetune-epochs", type=int, default=100, help="passes over the support set")
     p.add_argument("--device", default="cpu")
+    add_tta_argument(p)
     return p
 
 
@@ -63,6 +66,15 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError("fixed-task mode needs both --support DIR and --query DIR")
     finetune = FinetuneSettings(frozen_stages=args.frozen_stages, epochs=args.finetune_epochs, seed=args.seed)
     net, cfg = load_trained_net(args.checkpoint, args.device)
+    tta = tta_from_cli(args.tta, cfg.eval.tta)
+    fine_tuned = [m for m in methods if m.startswith("baseline") and args.frozen_stages < 4]
+    if tta and fine_tuned:
+        raise UsageError(
+            f"--method {fine_tuned[0]} with --frozen-stages {args.frozen_stages} fine-tunes the backbone, "
+            f"which the test-time views of {'--tta' if args.tta else 'its eval.tta'} ({', '.join(tta)}) "
+            "cannot follow: add --frozen-stages 4 or --tta none"
+        )
+    net = with_views(net, tta)
     if args.data:
         cfg.data.root = args.data
     out = Path(args.output_dir)
@@ -100,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=lambda items: progress(items, len(items), "episodes", use_progress_bars()),
         )
     result["checkpoint"] = str(args.checkpoint)
+    result["tta"] = tta
     result["threads"] = torch.get_num_threads()
     write_json(out / "results.json", result)
     print(json.dumps(result, indent=2, default=str))

@@ -59,9 +59,19 @@ class FewShotDataConfig:
 
 
 @dataclass
+class FewShotEvalConfig:
+    """Section `eval:`: how validation episodes and tools/eval_fewshot.py embed images."""
+
+    # test-time views, each image's embeddings of all views concatenated (a prototype score then adds up
+    # the views' scores): [] = off; any of hflip, vflip, rotate90
+    tta: list[str] = field(default_factory=list)
+
+
+@dataclass
 class FewShotConfig(RunConfig):
     """Whole config of a few-shot base-training run."""
 
     model: FewShotModelConfig = field(default_factory=FewShotModelConfig)
     data: FewShotDataConfig = field(default_factory=FewShotDataConfig)
+    eval: FewShotEvalConfig = field(default_factory=FewShotEvalConfig)
     output_dir: str = "runs/fewshot"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
 from backbones import create_backbone
+from tasks.common.tta import View, tta_views
 
 from .heads import build_head
 
@@ -43,6 +46,37 @@ class FewShotNet(nn.Module):
         """Head logits, or the pooled features when there is no head (ProtoNet; works through DDP)."""
         features = self.embed(images)
         return features if self.head is None else self.head(features)
+
+
+class MultiViewNet(nn.Module):
+    """A trained `FewShotNet` whose embedding of an image is its embeddings of several views, concatenated.
+
+    The few-shot form of `eval.tta`: the other tasks average the views' probabilities; here images are
+    compared view by view, because a nearest-prototype score of concatenated vectors (a dot product or a
+    squared distance) is the sum of the views' scores. Averaging the embeddings instead would blend views
+    that base training taught apart, as different classes: a character and its quarter turn, with
+    `data.rotations`. It has no backbone to fine-tune: frozen-feature methods only.
+
+    Args:
+        net: the trained network.
+        views: from `tasks.common.tta.tta_views`, the identity first.
+    """
+
+    def __init__(self, net: FewShotNet, views: Sequence[View]):
+        super().__init__()
+        self.net = net
+        self.views = list(views)
+        self.num_features = net.num_features * len(self.views)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N, views x net.num_features)."""
+        return torch.cat([self.net.embed(view.apply(images)) for view in self.views], dim=1)
+
+
+def with_views(net: FewShotNet, transforms: Sequence[str]) -> nn.Module:
+    """`net` embedding every view that `transforms` generate (`MultiViewNet`); `net` itself for []."""
+    views = tta_views(transforms)
+    return net if len(views) == 1 else MultiViewNet(net, views)
 
 
 def build_fewshot_net(

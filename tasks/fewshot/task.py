@@ -32,7 +32,7 @@ from .episodes import EpisodeBatchSampler, EpisodeSpec, sample_episodes, validat
 from .heads import prototype_logits
 from .methods import ProtoNet
 from .metrics import evaluate_episodes
-from .model import FewShotNet
+from .model import FewShotNet, with_views
 from .splits import SPLIT_NAMES, load_split, save_split, split_classes
 from .transforms import build_transform
 from .validation import validate_config
@@ -397,7 +397,7 @@ class FewShotTask(Task):
         # Val images are embedded once, then the same seeded episodes are scored every evaluation.
         images = torch.cat([batch[0] for batch in loader])
         episodes = sample_episodes(self.val_index, self.val_spec, self.cfg.data.val_episodes)
-        results = evaluate_episodes(ProtoNet(), model, images, episodes)
+        results = evaluate_episodes(ProtoNet(), with_views(model, self.cfg.eval.tta), images, episodes)
         summary = {"val_acc": results.mean, "val_ci95": results.interval}
         with open(Path(run_dir) / "val_episodes.jsonl", "a") as handle:
             handle.write(json.dumps({"epoch": epoch, **summary}) + "\n")

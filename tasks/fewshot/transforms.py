@@ -29,6 +29,7 @@ class FewShotAugmentConfig:
     translate: float = 0.0  # fraction of the image side, per axis
     scale: float = 0.0  # zoom by a factor in [1 - scale, 1 + scale]
     hflip: float = 0.0  # probability of a horizontal flip
+    fill: float = 0.0  # grey level 0-255 of the pixels the jitter uncovers: the background (255 for Omniglot)
 
     def ops(self) -> list:
         """The torchvision v2 ops these settings ask for ([] when all are off)."""
@@ -39,6 +40,9 @@ class FewShotAugmentConfig:
                     degrees=self.rotate,
                     translate=(self.translate, self.translate) if self.translate else None,
                     scale=(1 - self.scale, 1 + self.scale) if self.scale else None,
+                    # The default black fill draws a dark band along the uncovered edges, which on
+                    # dark-on-white drawings looks like a stroke that is not there.
+                    fill=self.fill,
                 )
             )
         if self.hflip:

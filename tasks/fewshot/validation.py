@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tasks.common.backbone import validate_backbone
+from tasks.common.tta import check_tta
 from tasks.engine.checks import check_one_of, check_range, invalid
 
 from .config import TRAIN_METHODS, FewShotConfig, FewShotDataConfig, FewShotModelConfig
@@ -59,6 +60,7 @@ def check_augment(aug: FewShotAugmentConfig) -> None:
     check_range("data.augment.translate", aug.translate, 0, 1)
     check_range("data.augment.scale", aug.scale, 0, 1, high_open=True)
     check_range("data.augment.hflip", aug.hflip, 0, 1)
+    check_range("data.augment.fill", aug.fill, 0, 255)
 
 
 def validate_data(data: FewShotDataConfig, episodic: bool) -> None:
@@ -88,10 +90,11 @@ def validate_model(model: FewShotModelConfig) -> None:
 
 
 def validate_config(cfg: FewShotConfig) -> None:
-    """Check the `data` and `model` sections of a few-shot base-training run.
+    """Check the `data`, `model` and `eval` sections of a few-shot base-training run.
 
     Raises:
         ConfigError: naming the first bad key, its value and what was expected.
     """
     validate_model(cfg.model)
     validate_data(cfg.data, episodic=cfg.model.method == "protonet")
+    check_tta("eval.tta", cfg.eval.tta)

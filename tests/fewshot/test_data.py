@@ -101,6 +101,21 @@ def test_augmentation_jitters_base_images_and_is_off_by_default(nested_tree):
     assert augmented.shape == plain.shape and not torch.allclose(augmented, plain, atol=0.05)
 
 
+def test_affine_jitter_fills_the_uncovered_edge_with_the_given_grey_level():
+    # A blank white page shifted and rotated: with fill 255 nothing dark appears; with the default
+    # black fill the uncovered edge is drawn as dark pixels, a stroke that is not in the drawing.
+    white = np.full((28, 28, 1), 255, dtype=np.uint8)
+    torch.manual_seed(0)
+    views = {}
+    for fill in (0, 255):
+        jitter = FewShotAugmentConfig(rotate=10, translate=0.2, scale=0.1, fill=fill)
+        transform = build_transform(28, 1, jitter)
+        views[fill] = torch.stack([transform(white) for _ in range(8)])
+    black_fill, white_fill = views[0], views[255]
+    assert (black_fill < 0).any()
+    assert torch.equal(white_fill, torch.ones_like(white_fill))
+
+
 def test_cache_returns_the_same_tensors(nested_tree):
     index = scan_class_folders(nested_tree)
     plain = load_all(dataset_from_index(index, build_transform(32, 1), 1))

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from tasks.fewshot.heads import CosineHead, class_means, default_cosine_scale, prototype_logits
 from tasks.fewshot.methods import FinetuneSettings, HeadTransfer, ProtoNet, SimpleShot, build_method
 from tasks.fewshot.metrics import frozen_activations
+from tasks.fewshot.model import MultiViewNet, embed_images, with_views
 
 
 def test_prototype_logits_match_the_formula():
@@ -123,3 +124,24 @@ def test_build_method_names_and_settings_errors(tiny_net):
     with pytest.raises(ValueError, match="frozen_stages must be in -1..4"):
         FinetuneSettings(frozen_stages=5)
     assert math.isclose(FinetuneSettings().weight_decay, 1e-3) and FinetuneSettings().batch_size == 4
+
+
+def test_views_concatenate_each_views_embedding_so_prototype_scores_add_up(tiny_net):
+    images = torch.randn(6, 1, 32, 32)
+    net = with_views(tiny_net, ["rotate90"])
+    assert isinstance(net, MultiViewNet) and net.num_features == 4 * tiny_net.num_features
+    per_view = [embed_images(tiny_net, torch.rot90(images, turns, dims=(2, 3))) for turns in range(4)]
+    joined = embed_images(net, images)
+    torch.testing.assert_close(joined, torch.cat(per_view, dim=1))
+    labels = torch.tensor([0, 1, 2])
+    summed = sum(ProtoNet().predict(v[:3], labels, v[3:], 3) for v in per_view)
+    torch.testing.assert_close(ProtoNet().predict(joined[:3], labels, joined[3:], 3), summed)
+    assert with_views(tiny_net, []) is tiny_net
+
+
+def test_head_only_transfer_fits_a_head_as_wide_as_the_views(tiny_net):
+    net = with_views(tiny_net, ["hflip"])
+    support = frozen_activations(net, torch.randn(4, 1, 32, 32), 4)
+    method = build_method("baseline", net, finetune=FinetuneSettings(frozen_stages=4, epochs=2))
+    logits = method.predict(support, torch.tensor([0, 1, 0, 1]), support, 2)
+    assert support.shape == (4, 2 * tiny_net.num_features) and logits.shape == (4, 2)

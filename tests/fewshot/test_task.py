@@ -173,6 +173,8 @@ def test_eval_only_runs_with_a_corrupt_base_image(trained_run, tmp_path, tiny):
         (["data.augment=true"], "data.augment is a section: set data.augment.rotate/translate/scale/hflip"),
         (["data.augment.rotate=200"], "data.augment.rotate=200: must be in [0, 180]"),
         (["data.augment.hflip=2"], "data.augment.hflip=2: must be in [0, 1]"),
+        (["data.augment.fill=300"], "data.augment.fill=300: must be in [0, 255]"),
+        (["eval.tta=[rot45]"], "eval.tta=['rot45']: unknown transform 'rot45'"),
         (["data.split_fractions=[0.5,0.6,0.1]"], "data.split_fractions=[0.5, 0.6, 0.1]: expected three"),
         (["data.split_fractions=[0.5,0.5]"], "data.split_fractions=[0.5, 0.5]: expected three shares"),
         (["data.split_by=alphabet"], "data.split_by='alphabet': expected one of ['class', 'group']"),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -184,6 +185,32 @@ def test_fixed_task_predictions_csv(trained, tmp_path):
         len(rows) == 6 and "label" not in rows[0] and {r["predicted"] for r in rows} <= {"cat", "dog", "emu"}
     )
     assert json.loads((out2 / "results.json").read_text())["accuracy"] is None
+
+
+def test_fixed_task_with_the_checkpoints_views_and_their_override(trained, tmp_path, capsys):
+    _, run = trained
+    support, query = _fixed_task(tmp_path / "task", np.random.default_rng(0))
+    ckpt = run / "checkpoints" / "best.pt"
+    state = torch.load(ckpt, weights_only=True)
+    state["config"]["eval"] = {"tta": ["rotate90"]}
+    viewed = tmp_path / "viewed.pt"
+    torch.save(state, viewed)
+    evaluate = _tool("eval_fewshot").main
+    task = ["--method", "simpleshot", "--support", str(support), "--query", str(query)]
+    results = {}
+    for name, extra in [("config", []), ("cli", ["--tta", "rotate90"]), ("none", ["--tta", "none"])]:
+        checkpoint = str(viewed) if name == "config" else str(ckpt)
+        out = tmp_path / name
+        assert evaluate(["--checkpoint", checkpoint, *task, *extra, "--output-dir", str(out)]) == 0
+        results[name] = json.loads((out / "results.json").read_text())
+        results[name]["csv"] = (out / "predictions.csv").read_text().replace(str(out), "")
+    assert results["config"]["tta"] == results["cli"]["tta"] == ["rotate90"] and results["none"]["tta"] == []
+    assert results["config"]["csv"] == results["cli"]["csv"]  # the checkpoint's views, or the same by flag
+
+    fine_tune = ["--method", "baseline", "--frozen-stages", "3", "--output-dir", str(tmp_path / "ft")]
+    assert evaluate(["--checkpoint", str(viewed), *task[2:], *fine_tune]) == 2
+    message = capsys.readouterr().err
+    assert "its eval.tta (rotate90)" in message and "--frozen-stages 4 or --tta none" in message
 
 
 def test_fixed_task_bad_inputs_name_the_folder(trained, tmp_path, capsys):
