@@ -203,9 +203,10 @@ def test_fixed_task_with_the_checkpoints_views_and_their_override(trained, tmp_p
         out = tmp_path / name
         assert evaluate(["--checkpoint", checkpoint, *task, *extra, "--output-dir", str(out)]) == 0
         results[name] = json.loads((out / "results.json").read_text())
-        results[name]["csv"] = (out / "predictions.csv").read_text().replace(str(out), "")
+        results[name]["csv"] = (out / "predictions.csv").read_text()
     assert results["config"]["tta"] == results["cli"]["tta"] == ["rotate90"] and results["none"]["tta"] == []
     assert results["config"]["csv"] == results["cli"]["csv"]  # the checkpoint's views, or the same by flag
+    assert results["none"]["csv"] != results["config"]["csv"]  # the views change the probabilities
 
     fine_tune = ["--method", "baseline", "--frozen-stages", "3", "--output-dir", str(tmp_path / "ft")]
     assert evaluate(["--checkpoint", str(viewed), *task[2:], *fine_tune]) == 2
