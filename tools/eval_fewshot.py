@@ -20,7 +20,7 @@ from tasks.common.tta import add_tta_argument, tta_from_cli
 from tasks.engine.cli import UsageError, exits_on_user_error
 from tasks.engine.monitor import progress, use_progress_bars
 from tasks.fewshot.episodes import EpisodeSpec
-from tasks.fewshot.methods import METHODS, FinetuneSettings
+from tasks.fewshot.methods import METHODS, FinetuneSettings, build_method
 from tasks.fewshot.model import with_views
 from tasks.fewshot.predict import (
     base_feature_mean,
@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     finetune = FinetuneSettings(frozen_stages=args.frozen_stages, epochs=args.finetune_epochs, seed=args.seed)
     net, cfg = load_trained_net(args.checkpoint, args.device)
     tta = tta_from_cli(args.tta, cfg.eval.tta)
-    fine_tuned = [m for m in methods if m.startswith("baseline") and args.frozen_stages < 4]
+    # Which methods fine-tune comes from the methods themselves (a cheap build: no training happens).
+    fine_tuned = [m for m in methods if not build_method(m, net, finetune=finetune).uses_frozen_features]
     if tta and fine_tuned:
         raise UsageError(
             f"--method {fine_tuned[0]} with --frozen-stages {args.frozen_stages} fine-tunes the backbone, "
